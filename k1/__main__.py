@@ -1,0 +1,3 @@
+from k1.cli import main
+
+main()
