@@ -1,0 +1,83 @@
+"""Fast paths for the model, each beside the plain reference it must agree with.
+
+- `moe_experts`: tokens sorted by expert and run as one grouped matmul per projection
+  (`torch.nn.functional.grouped_mm`, forward and backward), instead of a Python loop over experts.
+  `moe_experts_reference` is the loop, kept for tests.
+- `absorbed_decode`: one decode step of Multi-head Latent Attention computed against the cached
+  latent directly. kv_b_proj's key half is folded into the query and its value half into the
+  output (DeepSeek-V2 §2.1.2), so the cache is never decompressed into per-head keys and values.
+  The reference is the decompressing path in `model.Attention.forward`.
+
+tests/test_kernels.py checks outputs and gradients of each pair.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Decode steps (one new token) attend in latent space; set False to use the decompressing path.
+ABSORBED_DECODE = True
+
+_HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+
+
+def _compute_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.dtype:
+    # grouped_mm has no autocast rule: follow autocast by hand, else the activations' dtype.
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def moe_experts_reference(x, idx, weights, gate_up, down):
+    """Plain loop over experts. x (tokens, hidden); idx, weights (tokens, k);
+    gate_up (experts, 2 * inner, hidden); down (experts, hidden, inner)."""
+    out = torch.zeros_like(x)
+    for e in idx.unique().tolist():
+        token, slot = (idx == e).nonzero(as_tuple=True)
+        gate, up = F.linear(x[token], gate_up[e]).chunk(2, dim=-1)
+        y = F.linear(F.silu(gate) * up, down[e]) * weights[token, slot, None]
+        out.index_add_(0, token, y.to(out.dtype))
+    return out
+
+
+def moe_experts(x, idx, weights, gate_up, down):
+    """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
+    if not _HAS_GROUPED_MM or x.device.type not in ("cpu", "cuda"):
+        return moe_experts_reference(x, idx, weights, gate_up, down)
+    n, k = idx.shape
+    num_experts = gate_up.shape[0]
+    flat = idx.reshape(-1)
+    order = flat.argsort(stable=True)  # token-slots grouped by expert
+    token = order // k
+    offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
+    dtype = _compute_dtype(x, gate_up)
+    xs = x[token].to(dtype)  # (tokens * k, hidden), expert by expert
+    h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, 2 * inner)
+    gate, up = h.chunk(2, dim=-1)
+    y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, hidden)
+    y = y * weights.reshape(-1)[order, None].to(dtype)
+    out = torch.zeros(n, x.shape[1], dtype=y.dtype, device=x.device)
+    return out.index_add_(0, token, y).to(x.dtype)
+
+
+def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
+    """One query per sequence against the latent cache.
+
+    q_nope (batch, heads, 1, dn), q_rope (batch, heads, 1, dr), latent (batch, t, r),
+    k_rope (batch, t, dr), mask None or bool (batch, 1, 1, t). Returns (batch, 1, heads * dv).
+    """
+    cfg = attn.cfg
+    nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
+    w = attn.kv_b_proj.weight.view(nh, dn + dv, cfg.kv_lora_rank)
+    w_uk, w_uv = w[:, :dn], w[:, dn:]  # (heads, dn, r), (heads, dv, r)
+    q_latent = torch.einsum("bhd,hdr->bhr", q_nope[:, :, 0], w_uk)  # (batch, heads, r)
+    scores = torch.bmm(q_latent, latent.transpose(1, 2))  # (batch, heads, t)
+    scores = scores + torch.bmm(q_rope[:, :, 0], k_rope.transpose(1, 2))
+    scores = scores.float() * attn.scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, 0], float("-inf"))
+    probs = scores.softmax(-1).to(latent.dtype)
+    context = torch.bmm(probs, latent)  # (batch, heads, r)
+    out = torch.einsum("bhr,hvr->bhv", context, w_uv)  # (batch, heads, dv)
+    return out.reshape(out.shape[0], 1, nh * dv)

@@ -1,0 +1,458 @@
+"""The A.X K1 architecture, top to bottom, in one file.
+
+A.X K1 is DeepSeek-V3 in shape: Multi-head Latent Attention (low-rank queries, a compressed
+key/value latent plus one shared rotary key), a first dense layer followed by Mixture-of-Experts
+layers (sigmoid router with a selection bias, grouped top-k, one shared expert), an extra RMSNorm
+on every MoE block's output (`post_mlp_layernorm`, A.X K1's one departure), and multi-token
+prediction (MTP) modules used in training and for speculative decoding.
+
+Module names equal the Hugging Face A.X K1 names (`model.layers.3.self_attn.kv_b_proj.weight`),
+so `state_dict()` keys are the checkpoint keys; `k1/checkpoint.py` only maps the per-expert and MTP
+tensors. Classes come in dependency order: norm, rotary, attention, MLP, router, experts, MoE,
+block, MTP, model. Fast paths (grouped expert matmuls, absorbed latent decoding) live in
+`k1/kernels.py` beside their plain references; this file calls them.
+
+    model = Transformer(ModelConfig.preset("tiny"))
+    logits = model(input_ids)            # (batch, seq, vocab)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from k1 import kernels
+from k1.config import ModelConfig, yarn_mscale
+
+# The query and key/value latent norms use 1e-6 whatever rms_norm_eps says (as the release does).
+LATENT_NORM_EPS = 1e-6
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalize in fp32 (bf16 squares overflow their precision), scale in the input dtype.
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------- rotary
+
+
+def rope_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies for the rotary dims, and the factor YaRN multiplies cos/sin by.
+
+    YaRN (Peng et al. 2023, §3.2-3.4): dimensions that rotate many times within the original
+    context keep their frequency (extrapolation), slow ones are divided by `factor`
+    (interpolation), with a linear ramp between the two correction dimensions.
+    """
+    dim, base = cfg.qk_rope_head_dim, cfg.rope_theta
+    exponents = torch.arange(0, dim, 2, dtype=torch.float32) / dim
+    inv_freq = 1.0 / (base**exponents)
+    if cfg.rope_type != "yarn":
+        return inv_freq, 1.0
+    rs = cfg.rope_scaling
+    factor = float(rs["factor"])
+    original = int(rs["original_max_position_embeddings"])
+    beta_fast, beta_slow = float(rs.get("beta_fast") or 32), float(rs.get("beta_slow") or 1)
+
+    def correction_dim(rotations: float) -> float:
+        # The dimension whose wavelength fits `rotations` times into the original context.
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rs.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp  # 1: extrapolate (high frequency), 0: interpolate
+    inv_freq = (inv_freq / factor) * (1 - keep) + inv_freq * keep
+    attention_factor = rs.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = rs.get("mscale"), rs.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    return inv_freq, float(attention_factor)
+
+
+class Rotary(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        inv_freq, self.attention_factor = rope_inv_freq(cfg)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # (batch, seq, rope_dim / 2): one angle per rotary pair
+        angles = position_ids[..., None].float() * self.inv_freq.float()
+        cos = (angles.cos() * self.attention_factor).to(dtype)
+        sin = (angles.sin() * self.attention_factor).to(dtype)
+        return cos[:, None], sin[:, None]  # (batch, 1, seq, rope_dim / 2), broadcast over heads
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleave: bool) -> torch.Tensor:
+    """Rotate pairs of x (..., rope_dim). The output lists the pairs' first then second members; q and
+    k get the same permutation, so their dot products equal those of the interleaved layout."""
+    if interleave:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+    else:
+        x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+# ------------------------------------------------------------------------------------- attention
+
+
+class LatentCache:
+    """Per-layer cache of what MLA needs to attend: the normed latent and the rotated shared key.
+
+    That is kv_lora_rank + qk_rope_head_dim values per token per layer, instead of
+    2 * heads * head_dim for ordinary attention. Storage is allocated in blocks of `block` tokens
+    and grows by whole blocks, so a decode step writes in place and never copies the cache.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int = 0, block: int = 256,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        self.cfg, self.batch, self.block = cfg, batch, block
+        self.dtype, self.device = dtype, device
+        self.length = 0
+        self.capacity = 0
+        self.latent: list[torch.Tensor] = []
+        self.rope: list[torch.Tensor] = []
+        if capacity and dtype is not None:
+            self._grow(capacity)
+
+    def _grow(self, needed: int) -> None:
+        cap = -(-needed // self.block) * self.block
+        L, r, d = self.cfg.num_hidden_layers, self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim
+        new_latent = [torch.zeros(self.batch, cap, r, dtype=self.dtype, device=self.device) for _ in range(L)]
+        new_rope = [torch.zeros(self.batch, cap, d, dtype=self.dtype, device=self.device) for _ in range(L)]
+        for i in range(len(self.latent)):
+            new_latent[i][:, : self.length] = self.latent[i][:, : self.length]
+            new_rope[i][:, : self.length] = self.rope[i][:, : self.length]
+        self.latent, self.rope, self.capacity = new_latent, new_rope, cap
+
+    def update(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (batch, seq, r) and (batch, seq, d) at the current position; return all so far."""
+        s = latent.shape[1]
+        if self.dtype is None:
+            self.dtype, self.device = latent.dtype, latent.device
+        if self.length + s > self.capacity:
+            self._grow(self.length + s)
+        end = self.length + s
+        self.latent[layer][:, self.length : end] = latent
+        self.rope[layer][:, self.length : end] = k_rope
+        return self.latent[layer][:, :end], self.rope[layer][:, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def bytes_per_token(self) -> int:
+        elem = torch.finfo(self.dtype or torch.float32).bits // 8
+        return self.cfg.num_hidden_layers * (self.cfg.kv_lora_rank + self.cfg.qk_rope_head_dim) * elem
+
+
+class Attention(nn.Module):
+    """Multi-head Latent Attention (DeepSeek-V2 §2.1)."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.cfg, self.layer_idx = cfg, layer_idx
+        H, nh = cfg.hidden_size, cfg.num_attention_heads
+        if cfg.q_lora_rank:
+            self.q_a_proj = nn.Linear(H, cfg.q_lora_rank, bias=cfg.attention_bias)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, nh * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_proj = nn.Linear(H, nh * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(H, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.attention_bias)
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS)
+        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, nh * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(nh * cfg.v_head_dim, H, bias=cfg.attention_bias)
+        self.scale = cfg.softmax_scale
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.q_lora_rank:
+            return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        return self.q_proj(x)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                cache: LatentCache | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        b, s, _ = x.shape
+        nh, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        q = self.queries(x).view(b, s, nh, dn + dr).transpose(1, 2)  # (batch, heads, seq, dn + dr)
+        q_nope, q_rope = q.split([dn, dr], dim=-1)
+        latent, k_rope = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, dr], dim=-1)
+        latent = self.kv_a_layernorm(latent)  # (batch, seq, kv_lora_rank)
+        cos, sin = rope
+        q_rope = apply_rotary(q_rope, cos, sin, cfg.rope_interleave)
+        k_rope = apply_rotary(k_rope[:, None], cos, sin, cfg.rope_interleave)[:, 0]  # (batch, seq, dr)
+        if cache is not None:
+            latent, k_rope = cache.update(self.layer_idx, latent, k_rope)  # (batch, past + seq, ...)
+            if s == 1 and kernels.ABSORBED_DECODE:
+                out = kernels.absorbed_decode(self, q_nope, q_rope, latent, k_rope, mask)
+                return self.o_proj(out.reshape(b, s, nh * dv))
+        t = latent.shape[1]
+        kv = self.kv_b_proj(latent).view(b, t, nh, dn + dv).transpose(1, 2)  # (batch, heads, t, dn + dv)
+        k_nope, v = kv.split([dn, dv], dim=-1)
+        k = torch.cat((k_nope, k_rope[:, None].expand(b, nh, t, dr)), dim=-1)
+        q = torch.cat((q_nope, q_rope), dim=-1)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1, scale=self.scale)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, nh * dv))
+
+
+# ------------------------------------------------------------------------------- MLP and experts
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: the dense layers and the shared expert."""
+
+    def __init__(self, hidden: int, inner: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inner, bias=False)
+        self.up_proj = nn.Linear(hidden, inner, bias=False)
+        self.down_proj = nn.Linear(inner, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Router(nn.Module):
+    """Sigmoid scores; a per-expert bias steers *which* experts are chosen but not their weights
+    (DeepSeek-V3 §2.1.2, auxiliary-loss-free balancing); grouped top-k limits each token to
+    topk_group groups, chosen by the sum of each group's two best scores."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
+        # A buffer, not a parameter: the balancer nudges it from observed load, gradients never do.
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (tokens, hidden) -> weights (tokens, k), expert ids (tokens, k), scores (tokens, experts)."""
+        cfg = self.cfg
+        # Routing in fp32: near-ties between experts must not flip with bf16 rounding.
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()
+        choice = scores.detach() + self.e_score_correction_bias
+        n = x.shape[0]
+        if cfg.n_group > 1 and cfg.topk_group < cfg.n_group:
+            group_scores = choice.view(n, cfg.n_group, -1).topk(2, dim=-1).values.sum(-1)  # (tokens, groups)
+            top_groups = group_scores.topk(cfg.topk_group, dim=-1, sorted=False).indices
+            keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, top_groups, True)
+            keep = keep[:, :, None].expand(n, cfg.n_group, cfg.n_routed_experts // cfg.n_group).reshape(n, -1)
+            choice = choice.masked_fill(~keep, float("-inf"))
+        idx = choice.topk(cfg.num_experts_per_tok, dim=-1, sorted=False).indices
+        weights = scores.gather(1, idx)
+        if cfg.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * cfg.routed_scaling_factor, idx, scores
+
+
+class Experts(nn.Module):
+    """All routed experts' weights as two 3-D tensors, so experts run as one grouped matmul."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, H, inner = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inner, H))  # gate rows, then up rows
+        self.down_proj = nn.Parameter(torch.empty(E, H, inner))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return kernels.moe_experts(x, idx, weights, self.gate_up_proj, self.down_proj)
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.gate = Router(cfg)
+        self.experts = Experts(cfg)
+        self.shared_experts = MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
+        self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # Set by the training loop: routing of the last forward (for load balancing and statistics).
+        self.record_routing = False
+        self.last_routing: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        weights, idx, scores = self.gate(flat)
+        if self.record_routing:
+            self.last_routing = (idx, scores)
+        routed = self.experts(flat, idx, weights.to(x.dtype))
+        return self.post_mlp_layernorm(routed.view(shape) + self.shared_experts(x))
+
+
+# ----------------------------------------------------------------------------------------- block
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, sparse: bool):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if sparse else MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x, rope, mask, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class MTP(nn.Module):
+    """One multi-token-prediction depth (DeepSeek-V3 §2.2): from the previous depth's hidden state at
+    position i and the embedding of token i+k, predict token i+k+1 with one more block and the
+    shared output head. Embedding and head are the main model's."""
+
+    def __init__(self, cfg: ModelConfig, depth: int):
+        super().__init__()
+        self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.eh_proj = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.block = Block(cfg, cfg.num_hidden_layers + depth, sparse=cfg.has_moe)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # `shared_head.norm` in checkpoints
+
+    def forward(self, hidden, next_embeds, rope, mask):
+        x = self.eh_proj(torch.cat((self.enorm(next_embeds), self.hnorm(hidden)), dim=-1))
+        return self.norm(self.block(x, rope, mask))
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        types = cfg.mlp_layer_types
+        self.layers = nn.ModuleList(Block(cfg, i, types[i] == "sparse") for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    """The A.X K1 causal language model. `state_dict()` keys are the Hugging Face checkpoint keys,
+    except `mtp.*`, which checkpoints store as extra layers (see k1/checkpoint.py)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.mtp = nn.ModuleList(MTP(cfg, k) for k in range(cfg.num_nextn_predict_layers))
+        self.rotary = Rotary(cfg)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight") or ".enorm." in name or ".hnorm." in name:
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, std)
+        for m in self.modules():
+            if isinstance(m, Router):
+                m.e_score_correction_bias.zero_()
+
+    # -- inputs
+
+    def _positions_and_mask(self, input_ids, attention_mask, position_ids, cache):
+        b, s = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if attention_mask is not None and attention_mask.shape[1] not in (s, past + s):
+            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens; expected {s} or {past + s}")
+        if attention_mask is not None and attention_mask.shape[1] == s and past:
+            pad = torch.ones(b, past, dtype=attention_mask.dtype, device=attention_mask.device)
+            attention_mask = torch.cat((pad, attention_mask), dim=1)
+        if position_ids is None:
+            if attention_mask is not None:
+                # Count only real tokens, so a left-padded prompt gets the positions it has unpadded.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -s:]
+            else:
+                position_ids = torch.arange(past, past + s, device=input_ids.device)[None].expand(b, s)
+        if attention_mask is None or bool(attention_mask.all()):
+            if s == 1 or past == 0:
+                return position_ids, None  # plain causal: SDPA's is_causal (or nothing for one query)
+            keys = attention_mask if attention_mask is not None else torch.ones(b, past + s, device=input_ids.device)
+        else:
+            keys = attention_mask
+        t = past + s
+        q_pos = torch.arange(past, t, device=input_ids.device)
+        allowed = q_pos[:, None] >= torch.arange(t, device=input_ids.device)[None]  # (s, t) causal
+        mask = allowed[None] & keys.bool()[:, None, :]  # (batch, s, t)
+        # A padding query would attend to nothing (NaN softmax): let it see itself; its output is unused.
+        mask = mask | (q_pos[:, None] == torch.arange(t, device=input_ids.device)[None])[None]
+        return position_ids, mask[:, None]  # (batch, 1, s, t)
+
+    # -- forward
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
+                      ) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
+        """Final-normed hidden states (batch, seq, hidden), plus the rotary tables and mask used."""
+        position_ids, mask = self._positions_and_mask(input_ids, attention_mask, position_ids, cache)
+        x = self.model.embed_tokens(input_ids)
+        rope = self.rotary(position_ids, x.dtype)
+        for layer in self.model.layers:
+            x = layer(x, rope, mask, cache)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])
+        return self.model.norm(x), rope, mask
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: LatentCache | None = None) -> torch.Tensor:
+        """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq), 1 = token."""
+        h, _, _ = self.hidden_states(input_ids, attention_mask, position_ids, cache)
+        return self.lm_head(h)
+
+    def mtp_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor, rope, mask) -> list[torch.Tensor]:
+        """Hidden states of each MTP depth k (1-based): position i predicts token i + k + 1.
+
+        Depth k sees positions 0..seq-k-1 (the last k have no token i+k to embed)."""
+        outs, h = [], hidden
+        s = input_ids.shape[1]
+        for k, module in enumerate(self.mtp, start=1):
+            if s - k <= 0:
+                break
+            nxt = self.model.embed_tokens(input_ids[:, k:])
+            cos, sin = rope
+            sub_rope = (cos[:, :, : s - k], sin[:, :, : s - k])
+            sub_mask = None if mask is None else mask[:, :, : s - k, : s - k]
+            h = module(h[:, : s - k], nxt, sub_rope, sub_mask)
+            outs.append(h)
+        return outs
+
+    def new_cache(self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None) -> LatentCache:
+        p = next(self.parameters())
+        return LatentCache(self.config, batch, capacity, dtype=dtype or p.dtype, device=p.device)
+
+    def generate(self, prompts, **kwargs):
+        """Generate continuations of token-id prompts; see `k1.generate.generate` for the options."""
+        from k1.generate import generate
+
+        return generate(self, prompts, **kwargs)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
