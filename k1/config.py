@@ -195,6 +195,7 @@ class ModelConfig:
         theta = rope.pop("rope_theta", raw.get("rope_theta", 10000.0))
         rtype = rope.get("rope_type", rope.get("type", "default"))
         values["rope_theta"] = float(theta)
+        rope.pop("type", None)  # legacy spelling of rope_type
         values["rope_scaling"] = None if rtype == "default" else {**rope, "rope_type": rtype}
         layer_types = raw.get("mlp_layer_types")
         if layer_types is not None:
@@ -318,6 +319,32 @@ class ModelConfig:
         attn = 2 * self.num_attention_heads * (self.qk_head_dim + self.v_head_dim) * (seq_len / 2) * layers
         per_token = 2 * matmul_params + attn
         return per_token * (3 if training else 1)
+
+    def summary(self, seq_len: int = 4096) -> dict[str, Any]:
+        """The figures `k1 model info` shows: sizes, memory, cache and FLOPs."""
+        counts = self.param_counts()
+        return {
+            "layers": f"{self.num_hidden_layers} ({self.mlp_layer_types.count('dense')} dense, "
+                      f"{self.mlp_layer_types.count('sparse')} MoE) + {self.num_nextn_predict_layers} MTP",
+            "hidden": self.hidden_size,
+            "attention": f"MLA, {self.num_attention_heads} heads, q rank {self.q_lora_rank}, kv rank "
+                         f"{self.kv_lora_rank}, rope {self.qk_rope_head_dim}, nope {self.qk_nope_head_dim}, "
+                         f"v {self.v_head_dim}",
+            "experts": f"{self.n_routed_experts} routed (top-{self.num_experts_per_tok}, {self.n_group} groups, "
+                       f"top-{self.topk_group} groups) + {self.n_shared_experts} shared, dim "
+                       f"{self.moe_intermediate_size}" if self.has_moe else "none (dense)",
+            "vocab": self.vocab_size,
+            "context": self.max_position_embeddings,
+            "rope": f"{self.rope_type}" + (f" x{self.rope_scaling['factor']} from "
+                                             f"{self.rope_scaling['original_max_position_embeddings']}"
+                                             if self.rope_type == "yarn" else ""),
+            "params": counts,
+            "weights_bytes_bf16": 2 * (counts["total"] + counts["mtp"]),
+            "weights_bytes_fp8": counts["total"] + counts["mtp"],
+            "kv_cache_bytes_per_token_bf16": self.kv_cache_bytes_per_token(2),
+            "train_flops_per_token": self.flops_per_token(seq_len, training=True),
+            "seq_len": seq_len,
+        }
 
 
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
