@@ -311,12 +311,14 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
 
 
 def save(model, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | str | None = None,
-         max_shard_bytes: int = DEFAULT_SHARD_BYTES, extra_files: dict[str, str] | None = None) -> Path:
+         max_shard_bytes: int = DEFAULT_SHARD_BYTES, extra_files: dict[str, str] | None = None,
+         write_extra=None) -> Path:
     """Write `model` as a Hugging Face A.X K1 directory, atomically.
 
     Everything is written into a temporary sibling directory, which is renamed into place only
     when complete: a crash leaves either the old directory or the new one, never a half-written one.
-    `tokenizer` may be a tokenizer directory or an object with `save(dir)`.
+    `tokenizer` may be a tokenizer directory or an object with `save(dir)`; `write_extra(dir)` may
+    add files (a trainer's optimizer state) before the directory becomes visible.
     """
     from safetensors.torch import save_file
 
@@ -354,6 +356,8 @@ def save(model, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | st
             _write_tokenizer(tokenizer, tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        if write_extra is not None:
+            write_extra(tmp)
         _fsync_dir(tmp)
         _replace_dir(tmp, path)
     except BaseException:
@@ -411,3 +415,14 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
     return (p / CONFIG_NAME).is_file() and ((p / WEIGHTS_NAME).is_file() or (p / INDEX_NAME).is_file())
 
+
+
+class StateDictModel:
+    """A config plus a state dict, standing in for a model when saving (e.g. one gathered from
+    FSDP shards, where the live model holds only this rank's slice)."""
+
+    def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor]):
+        self.config, self._state = config, state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state

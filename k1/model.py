@@ -380,6 +380,11 @@ class Transformer(nn.Module):
     def _positions_and_mask(self, input_ids, attention_mask, position_ids, cache):
         b, s = input_ids.shape
         past = cache.length if cache is not None else 0
+        if attention_mask is not None and attention_mask.dim() == 4:
+            # A prebuilt (batch, 1, seq, keys) boolean mask, e.g. packed documents; positions come with it.
+            if position_ids is None:
+                position_ids = torch.arange(past, past + s, device=input_ids.device)[None].expand(b, s)
+            return position_ids, attention_mask
         if attention_mask is not None and attention_mask.shape[1] not in (s, past + s):
             raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens; expected {s} or {past + s}")
         if attention_mask is not None and attention_mask.shape[1] == s and past:
@@ -421,10 +426,19 @@ class Transformer(nn.Module):
         return self.model.norm(x), rope, mask
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: LatentCache | None = None) -> torch.Tensor:
-        """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq), 1 = token."""
-        h, _, _ = self.hidden_states(input_ids, attention_mask, position_ids, cache)
-        return self.lm_head(h)
+                position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
+                return_mtp: bool = False):
+        """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
+        token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
+
+        With return_mtp, also the MTP logits of each depth k, (batch, seq - k, vocab), where
+        position i predicts token i + k + 1 (training; everything stays inside this call so that
+        wrappers such as FSDP see one forward)."""
+        h, rope, mask = self.hidden_states(input_ids, attention_mask, position_ids, cache)
+        logits = self.lm_head(h)
+        if not return_mtp:
+            return logits
+        return logits, [self.lm_head(m) for m in self.mtp_hidden(h, input_ids, rope, mask)]
 
     def mtp_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor, rope, mask) -> list[torch.Tensor]:
         """Hidden states of each MTP depth k (1-based): position i predicts token i + k + 1.
