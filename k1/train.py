@@ -172,7 +172,7 @@ class TrainConfig:
     def to_toml(self) -> str:
         lines = []
         for f in fields(self):
-            if f.name == "model_overrides":
+            if f.name in ("model", "model_overrides"):  # written as the [model] table
                 continue
             lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
         lines.append("\n[model]")
