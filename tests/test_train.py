@@ -95,7 +95,7 @@ def test_sigkill_never_leaves_a_corrupt_latest(tokens, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rng = random.Random(0)
     kills = 0
-    for attempt in range(4):
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-m", "k1", "train", str(cfg), "--resume"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(4.0 + rng.random() * 3.0)
