@@ -1,0 +1,207 @@
+"""k1's A.X K1 against transformers' on the same config and weights, in one run.
+
+    python bench/model_speed.py                  # presets tiny and small
+    python bench/model_speed.py --presets small --steps 3
+
+For each preset: training tokens/s (forward + backward + AdamW, batch 8 x 512, bf16 autocast),
+prefill tokens/s (a 512-token prompt, bf16 weights), decode tokens/s (128 new tokens at batch 1
+and 8, greedy), KV-cache bytes per token (k1 bf16 and int8 latent vs transformers), peak memory
+of each phase, and k1's training MFU against this machine's own torch matmul throughput (fp32
+and bf16), measured here. Every figure is printed with the ratio k1 / transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import k1  # noqa: E402
+from k1.config import ModelConfig  # noqa: E402
+from k1.model import Transformer  # noqa: E402
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every millisecond."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def matmul_tflops(dtype, n=2048, seconds=1.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    iters, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        iters += 1
+    return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm up (allocator, kernels, autotuning)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def train_step_fn(model, ids, hf: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if hf:
+                loss = model(ids[:, :-1], labels=ids[:, :-1]).loss
+            else:
+                logits = model(ids[:, :-1])
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def hf_cache_bytes_per_token(hf, prompt_len: int) -> float:
+    ids = torch.randint(0, hf.config.vocab_size, (1, prompt_len))
+    with torch.no_grad():
+        out = hf(ids, use_cache=True)
+    total = 0
+    cache = out.past_key_values
+    for layer in cache.layers:
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is not None:
+                total += t.numel() * t.element_size()
+    return total / prompt_len
+
+
+def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, peaks: dict) -> list[tuple]:
+    from transformers import AutoModelForCausalLM
+
+    cfg = ModelConfig.preset(name, vocab_size=min(32768, ModelConfig.preset(name).vocab_size),
+                             max_position_embeddings=max(2048, seq + new_tokens + 8))
+    torch.manual_seed(0)
+    tmp = tempfile.mkdtemp()
+    k1.save(Transformer(cfg), tmp)
+    rows = []
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq + 1))
+
+    # -- training
+    results = {}
+    for who in ("k1", "transformers"):
+        model = k1.load(tmp).train() if who == "k1" else AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).train()
+        step = train_step_fn(model, ids, hf=who == "transformers")
+        gc.collect()
+        with PeakRSS() as mem:
+            t = timed(step, steps)
+        results[who] = (batch * seq / t, mem.delta)
+        del model, step
+        gc.collect()
+    flops = cfg.flops_per_token(seq, training=True, include_mtp=False)
+    k1_tps = results["k1"][0]
+    rows.append((name, "train tokens/s (8x512, bf16 autocast)", results["k1"][0], results["transformers"][0]))
+    rows.append((name, "train peak memory MiB", results["k1"][1] / 2**20, results["transformers"][1] / 2**20))
+    rows.append((name, "train MFU vs bf16 matmul peak %", 100 * k1_tps * flops / (peaks["bf16"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
+    rows.append((name, "train MFU vs fp32 matmul peak %", 100 * k1_tps * flops / (peaks["fp32"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12)))
+
+    # -- inference in bf16 weights
+    k1m = k1.load(tmp, dtype=torch.bfloat16).eval()
+    hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16).eval()
+    prompt = ids[:1, :seq]
+    with torch.no_grad():
+        t_k1 = timed(lambda: k1m(prompt), steps)
+        t_hf = timed(lambda: hf(prompt, use_cache=False), steps)
+    rows.append((name, f"prefill tokens/s ({seq} tokens)", seq / t_k1, seq / t_hf))
+
+    for b in (1, 8):
+        prompts = ids[:b, :32]
+        k1_prompts = prompts.tolist()
+
+        def run_k1():
+            k1m.generate(k1_prompts, max_new_tokens=new_tokens)
+
+        def run_hf():
+            with torch.no_grad():
+                hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                            pad_token_id=0, eos_token_id=None)
+
+        with PeakRSS() as m1:
+            t1 = timed(run_k1, max(1, steps // 2))
+        with PeakRSS() as m2:
+            t2 = timed(run_hf, max(1, steps // 2))
+        rows.append((name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2))
+        rows.append((name, f"decode peak memory MiB (batch {b})", m1.delta / 2**20, m2.delta / 2**20))
+
+    k1_bf16 = cfg.kv_cache_bytes_per_token(2)
+    cache8 = k1m.new_cache(1, dtype=torch.bfloat16, quantized=True) if _has_quantized(k1m) else None
+    hf_bytes = hf_cache_bytes_per_token(hf, 64)
+    rows.append((name, "KV cache bytes/token (bf16 latent)", k1_bf16, hf_bytes))
+    if cache8 is not None:
+        rows.append((name, "KV cache bytes/token (int8 latent)", cache8.bytes_per_token(), hf_bytes))
+    return rows
+
+
+def _has_quantized(model) -> bool:
+    import inspect
+
+    return "quantized" in inspect.signature(model.new_cache).parameters
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--steps", type=int, default=3, help="timed repetitions (best is kept)")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    args = ap.parse_args()
+    import transformers
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
+    peaks = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
+    print(f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n")
+    rows = []
+    for name in args.presets.split(","):
+        rows += bench_preset(name, args.steps, args.seq, args.batch, args.new_tokens, peaks)
+    print(f"{'preset':8s} {'measure':44s} {'k1':>12s} {'transformers':>14s} {'k1/tf':>8s}")
+    for preset, what, a, b in rows:
+        ratio = a / b if b else float("nan")
+        print(f"{preset:8s} {what:44s} {a:12.1f} {b:14.1f} {ratio:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
