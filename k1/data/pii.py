@@ -358,7 +358,8 @@ _SIDO = (
 # A 시/군/구 name has at least two syllables before its suffix ("다시", "친구" do not), except the
 # one-syllable district names.
 _SGG = r"(?:[가-힣]{2,5}(?:시|군|구)|[중동서남북]구)"
-_ROAD = r"[가-힣0-9·]{1,15}(?<!으)(?:대로|로|길|거리)(?:\s?\d{1,4}(?:번?길|가길))?"
+# "가" roads come from Faker's ko_KR data (real ones are 동 names such as 종로1가, covered by _LAND).
+_ROAD = r"[가-힣0-9·]{1,15}(?<!으)(?:대로|로|길|거리|가)(?:\s?\d{1,4}(?:번?길|가길))?"
 _LAND = r"(?:[가-힣0-9]{1,10}(?:동|읍|면|리|마을)|[가-힣]{1,8}\d{1,2}가)(?:\s[가-힣0-9]{1,10}리)?\s(?:산\s?)?"
 _NUM = r"(?:지하\s?)?\d{1,5}(?:-\d{1,5})?(?:번지)?"
 # After the building number: end, punctuation, a particle, or an apartment detail; never a unit word
