@@ -455,34 +455,50 @@ _EN_OBJ = ["a new reading program", "the annual festival", "the data pipeline", 
 _EN_TAIL = ["Details will follow next week.", "Many people attended the meeting.", "The decision was welcomed.", "More work remains to be done."]
 
 
+_KO_PLACE = ["서울", "부산", "대구", "광주", "대전", "제주", "강릉", "전주", "수원", "춘천", "포항", "목포", "세종", "울산", "인천"]
+_KO_NOUN = ["도서관", "박물관", "시장", "공원", "학교", "병원", "연구소", "마을", "항구", "공장", "극장", "체육관"]
+
+
 def _ko_doc(rng: random.Random, sentences: int) -> str:
+    tails = rng.sample(_KO_TAIL, min(len(_KO_TAIL), sentences))
     out = []
-    for _ in range(sentences):
-        out.append(f"{rng.choice(_KO_ADV)} {rng.choice(_KO_SUBJ)} {rng.choice(_KO_OBJ)} {rng.choice(_KO_VERB)}. {rng.choice(_KO_TAIL)}")
+    for i in range(sentences):
+        s = (
+            f"{rng.choice(_KO_ADV)} {rng.choice(_KO_PLACE)} {rng.choice(_KO_NOUN)}에서 {rng.choice(_KO_SUBJ)} "
+            f"{rng.randrange(2, 500)}명과 함께 {rng.choice(_KO_OBJ)} {rng.choice(_KO_VERB)}."
+        )
+        out.append(s + (" " + tails[i] if i < len(tails) and rng.random() < 0.5 else ""))
     return "\n".join(out)
 
 
 def _en_doc(rng: random.Random, sentences: int) -> str:
+    tails = rng.sample(_EN_TAIL, min(len(_EN_TAIL), sentences))
     out = []
-    for _ in range(sentences):
-        out.append(f"{rng.choice(_EN_SUBJ)} {rng.choice(_EN_VERB)} {rng.choice(_EN_OBJ)} on day {rng.randrange(1, 365)}. {rng.choice(_EN_TAIL)}")
+    for i in range(sentences):
+        s = f"{rng.choice(_EN_SUBJ)} {rng.choice(_EN_VERB)} {rng.choice(_EN_OBJ)} with {rng.randrange(2, 900)} people on day {rng.randrange(1, 365)}."
+        out.append(s + (" " + tails[i] if i < len(tails) and rng.random() < 0.5 else ""))
     return " ".join(out)
 
 
 def _code_doc(rng: random.Random) -> str:
-    name = rng.choice(["load", "parse", "count", "merge", "scale", "clean"]) + "_" + rng.choice(["rows", "tokens", "items", "files"])
-    n = rng.randrange(2, 9)
+    verb = rng.choice(["load", "parse", "count", "merge", "scale", "clean", "split", "rank", "group", "score"])
+    noun = rng.choice(["rows", "tokens", "items", "files", "users", "events", "pages", "lines"])
+    var = rng.choice(["value", "item", "entry", "record", "x"])
+    n, m = rng.randrange(2, 99), rng.randrange(2, 17)
+    body = rng.choice(
+        [
+            f"    result = []\n    for i, {var} in enumerate(values):\n        if {var} is None:\n            continue\n"
+            f"        result.append({var} * factor + i % {m})\n    return result\n",
+            f"    total = 0\n    for {var} in values:\n        total += {var} if {var} > {m} else -{var}\n    return total * factor\n",
+            f"    seen = {{}}\n    for {var} in values:\n        seen[{var} % {m}] = seen.get({var} % {m}, 0) + factor\n"
+            f"    return sorted(seen.items())\n",
+        ]
+    )
     return (
-        f"def {name}(values, factor={n}):\n"
-        f'    """Return the {name.replace("_", " ")} scaled by factor."""\n'
-        f"    result = []\n"
-        f"    for i, value in enumerate(values):\n"
-        f"        if value is None:\n"
-        f"            continue\n"
-        f"        result.append(value * factor + i % {rng.randrange(2, 17)})\n"
-        f"    return result\n\n\n"
-        f"if __name__ == '__main__':\n"
-        f"    print({name}(list(range({rng.randrange(3, 50)}))))\n"
+        f"def {verb}_{noun}(values, factor={n}):\n"
+        f'    """{verb.capitalize()} the {noun} (variant {rng.randrange(10**6)})."""\n'
+        + body
+        + f"\n\nif __name__ == '__main__':\n    print({verb}_{noun}(list(range({rng.randrange(3, 500)}))))\n"
     )
 
 
