@@ -153,7 +153,9 @@ def _detect_rrn(text: str) -> Iterator[tuple[int, int, str]]:
 _PREFIX = r"(?:1[016789]|2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50[2-8])"
 _SEP = r"(?:\s?" + _DASH + r"\s?|[. ]|)"
 _PHONE_DOMESTIC = r"\(?(?P<pre>0" + _PREFIX + r")(?:\)\s?|" + _SEP + r")"
-_PHONE_INTL = r"(?:\+\s?82|82(?=[-. ]))[-. ]?\s?(?:\(0\)\s?)?(?P<ipre>" + _PREFIX + r")(?:\)\s?|" + _SEP + r")"
+_PHONE_INTL = (
+    r"(?:\+\s?82|82(?=[-. ]))[-. ]?\s?(?:\(0\)\s?)?(?P<ipre>" + _PREFIX + r")(?:\)\s?|" + _SEP + r")"
+)
 _PHONE_RE = re.compile(
     _L + r"(?:" + _PHONE_INTL + r"|" + _PHONE_DOMESTIC + r")(?P<mid>\d{3,4})" + _SEP + r"(?P<last>\d{4})" + _R
 )
@@ -178,7 +180,15 @@ def _detect_phone(text: str) -> Iterator[tuple[int, int, str]]:
 _CARD_RE = re.compile(_L + r"\d{4}(?:(?P<sep>[- ]?)\d{2,6}){1,4}" + _R)
 _CARD_CONTEXT = re.compile(r"카드|[Cc]ard|결제|VISA|[Vv]isa|[Mm]aster|AMEX|JCB")
 _NOT_CARD = re.compile(r"계좌|은행|뱅크|통장|입금|송금|이체|예금|[Aa]ccount|[Bb]ank")
-_CARD_SHAPES = {(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 3), (4, 4, 4, 2), (4, 4, 4, 4, 2)}
+_CARD_SHAPES = {
+    (4, 4, 4, 4),
+    (4, 6, 5),
+    (4, 6, 4),
+    (4, 4, 4, 4, 3),
+    (4, 4, 4, 3),
+    (4, 4, 4, 2),
+    (4, 4, 4, 4, 2),
+}
 
 
 def luhn_ok(digits: str) -> bool:
@@ -239,8 +249,25 @@ _ACCOUNT_RE = re.compile(_L + r"\d{2,6}(?:" + _DASH + r"\d{1,7}){1,3}" + _R)
 _ACCOUNT_BARE_RE = re.compile(_L + r"\d{10,14}" + _R)
 # (group lengths) used by Korean banks: 국민/우체국 6-2-6, 신한 3-3-6 / 3-2-6, 우리 4-3-6, 하나 3-6-5,
 # 농협 3-4-4-2, 기업 3-6-2-3, 카카오뱅크 4-2-7, 토스뱅크 4-4-4, 새마을 4-2-6-1, 씨티 3-6-3 ...
-_ACCOUNT_LAYOUTS_DISTINCT = {(6, 2, 6), (3, 6, 5), (3, 6, 2, 3), (4, 2, 7), (4, 3, 6), (3, 2, 4, 3), (4, 2, 6, 1)}
-_ACCOUNT_LAYOUTS_SHARED = {(3, 3, 6), (3, 2, 6), (3, 4, 4, 2), (4, 4, 4), (3, 6, 3), (3, 5, 3), (3, 2, 6, 1), (6, 2, 7)}
+_ACCOUNT_LAYOUTS_DISTINCT = {
+    (6, 2, 6),
+    (3, 6, 5),
+    (3, 6, 2, 3),
+    (4, 2, 7),
+    (4, 3, 6),
+    (3, 2, 4, 3),
+    (4, 2, 6, 1),
+}
+_ACCOUNT_LAYOUTS_SHARED = {
+    (3, 3, 6),
+    (3, 2, 6),
+    (3, 4, 4, 2),
+    (4, 4, 4),
+    (3, 6, 3),
+    (3, 5, 3),
+    (3, 2, 6, 1),
+    (6, 2, 7),
+}
 _ACCOUNT_CONTEXT = re.compile(
     r"계좌|은행|뱅크|통장|입금|예금주|송금|이체|농협|신한|국민|우리|하나|기업|우체국|새마을|수협|신협|카카오|토스|"
     r"[Aa]ccount|[Aa]cct|[Bb]ank|IBAN"
@@ -278,9 +305,13 @@ def _detect_passport(text: str) -> Iterator[tuple[int, int, str]]:
 # ----------------------------------------------------------------------------------------------
 # driver's licences: RR-YY-NNNNNN-CC, RR a region code 11-28 or a region name (서울 12-345678-90)
 
-_REGIONS = "서울|부산|경기북부|경기남부|경기|강원|충북|충남|전북|전남|경북|경남|제주|대구|인천|광주|대전|울산|세종"
+_REGIONS = (
+    "서울|부산|경기북부|경기남부|경기|강원|충북|충남|전북|전남|경북|경남|제주|대구|인천|광주|대전|울산|세종"
+)
 _LICENSE_CODE_RE = re.compile(_L + r"(1[1-9]|2[0-8])(" + _DASH + r"| )(\d{2})\2(\d{6})\2(\d{2})" + _R)
-_LICENSE_NAME_RE = re.compile(r"(?:" + _REGIONS + r")\s?(\d{2})" + _DASH + r"(\d{6})" + _DASH + r"(\d{2})" + _R)
+_LICENSE_NAME_RE = re.compile(
+    r"(?:" + _REGIONS + r")\s?(\d{2})" + _DASH + r"(\d{6})" + _DASH + r"(\d{2})" + _R
+)
 _LICENSE_BARE_RE = re.compile(_L + r"(1[1-9]|2[0-8])\d{10}" + _R)
 _LICENSE_CONTEXT = re.compile(r"면허|[Ll]icen[cs]e|운전")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -59,7 +60,9 @@ class LanguageSection:
     code_min_symbols: float = 0.03
 
     def rules(self) -> LanguageConfig:
-        return LanguageConfig(self.ko_min_hangul, self.en_min_latin, self.code_min_lines, self.code_min_symbols)
+        return LanguageConfig(
+            self.ko_min_hangul, self.en_min_latin, self.code_min_lines, self.code_min_symbols
+        )
 
 
 @dataclass
@@ -183,7 +186,9 @@ class DataConfig:
         if self.tokenize.shard_tokens < 1:
             raise ConfigError("tokenize.shard_tokens must be positive")
         if self.executor.kind not in EXECUTORS:
-            raise ConfigError(f"executor.kind: unknown {self.executor.kind!r}{did_you_mean(self.executor.kind, list(EXECUTORS))}")
+            raise ConfigError(
+                f"executor.kind: unknown {self.executor.kind!r}{did_you_mean(self.executor.kind, list(EXECUTORS))}"
+            )
 
     @property
     def out_dir(self) -> Path:
@@ -301,7 +306,13 @@ def _minhash_config(cfg: DataConfig):
     if not (bands and rows):
         bands, rows = minhash_bands(cfg.dedup.threshold, cfg.dedup.num_perm)
     # sha1 hashing: datatrove's xxhash path breaks with xxhash>=4, and sha1 needs no extra package.
-    return MinhashConfig(n_grams=cfg.dedup.ngram, num_buckets=bands, hashes_per_bucket=rows, seed=cfg.seed + 1, hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    return MinhashConfig(
+        n_grams=cfg.dedup.ngram,
+        num_buckets=bands,
+        hashes_per_bucket=rows,
+        seed=cfg.seed + 1,
+        hash_config=HashConfig(precision=64, hash_fc="sha1"),
+    )
 
 
 def _exact_config():
@@ -342,7 +353,19 @@ def build_stages(cfg: DataConfig, units: list, canaries: list[str]) -> list[Stag
         first.append(ExactDedupSignature(output_folder=str(w / "exact" / "sigs"), config=exact))
     stages.append(Stage("filter", first, T))
     if cfg.dedup.exact:
-        stages.append(Stage("exact_find", [ExactFindDedups(data_folder=str(w / "exact" / "sigs"), output_folder=str(w / "exact" / "dups"), config=exact)], 1))
+        stages.append(
+            Stage(
+                "exact_find",
+                [
+                    ExactFindDedups(
+                        data_folder=str(w / "exact" / "sigs"),
+                        output_folder=str(w / "exact" / "dups"),
+                        config=exact,
+                    )
+                ],
+                1,
+            )
+        )
     last_folder = w / "filtered"
     if cfg.dedup.near:
         mh = _minhash_config(cfg)
@@ -351,11 +374,38 @@ def build_stages(cfg: DataConfig, units: list, canaries: list[str]) -> list[Stag
             sig.append(ExactDedupFilter(data_folder=str(w / "exact" / "dups"), config=exact))
         sig += [
             steps.RankJsonlWriter(str(w / "unique")),
-            MinhashDedupSignature(output_folder=str(w / "minhash" / "sigs"), config=mh, language=SpaceWordTokenizer()),
+            MinhashDedupSignature(
+                output_folder=str(w / "minhash" / "sigs"), config=mh, language=SpaceWordTokenizer()
+            ),
         ]
         stages.append(Stage("near_sigs", sig, T))
-        stages.append(Stage("near_buckets", [MinhashDedupBuckets(input_folder=str(w / "minhash" / "sigs"), output_folder=str(w / "minhash" / "buckets"), config=mh)], mh.num_buckets))
-        stages.append(Stage("near_cluster", [MinhashDedupCluster(input_folder=str(w / "minhash" / "buckets"), output_folder=str(w / "minhash" / "remove"), config=mh, save_cluster_size=True)], 1))
+        stages.append(
+            Stage(
+                "near_buckets",
+                [
+                    MinhashDedupBuckets(
+                        input_folder=str(w / "minhash" / "sigs"),
+                        output_folder=str(w / "minhash" / "buckets"),
+                        config=mh,
+                    )
+                ],
+                mh.num_buckets,
+            )
+        )
+        stages.append(
+            Stage(
+                "near_cluster",
+                [
+                    MinhashDedupCluster(
+                        input_folder=str(w / "minhash" / "buckets"),
+                        output_folder=str(w / "minhash" / "remove"),
+                        config=mh,
+                        save_cluster_size=True,
+                    )
+                ],
+                1,
+            )
+        )
         last_folder = w / "unique"
     final = [steps.RankJsonlReader(str(last_folder))]
     if cfg.dedup.near:
@@ -365,7 +415,18 @@ def build_stages(cfg: DataConfig, units: list, canaries: list[str]) -> list[Stag
     if cfg.pii.enabled:
         final.append(steps.ScrubPII(tuple(cfg.pii.types)))
     tok = cfg.tokenize
-    final.append(steps.TokenizeShards(_tokenizer_path(cfg), tok.separator, str(cfg.out_dir / "shards"), tok.shard_tokens, tok.validation, cfg.seed, canaries, tok.batch_docs))
+    final.append(
+        steps.TokenizeShards(
+            _tokenizer_path(cfg),
+            tok.separator,
+            str(cfg.out_dir / "shards"),
+            tok.shard_tokens,
+            tok.validation,
+            cfg.seed,
+            canaries,
+            tok.batch_docs,
+        )
+    )
     if cfg.write_text:
         final.append(steps.RankJsonlWriter(str(cfg.out_dir / "text")))
     stages.append(Stage("shards", final, T))
@@ -389,14 +450,24 @@ def _local(stage: Stage, cfg: DataConfig, logging_dir: str, previous):
     from datatrove.executor.local import LocalPipelineExecutor
 
     class QuietLocal(LocalPipelineExecutor):
-        # datatrove logs INFO to stderr only for local_rank 0; k1 shows its own progress instead,
-        # so every task runs as a non-zero local rank (errors still reach stderr, all else the log file).
-        def _run_for_rank(self, rank, local_rank=0, node_rank=-1):
-            return super()._run_for_rank(rank, local_rank=local_rank + 1, node_rank=node_rank)
+        # datatrove logs INFO to stderr for local rank 0 and counts finished tasks on stderr; k1 shows
+        # its own progress instead, so every task runs as a non-zero local rank (errors still reach
+        # stderr, everything else the task's log file) and the counter message is left out.
+        def _launch_run_for_rank(self, rank, ranks_q, completed=None, completed_lock=None):
+            local_rank = ranks_q.get()
+            try:
+                return self._run_for_rank(rank, local_rank + 1)
+            finally:
+                ranks_q.put(local_rank)
 
     # Always through a process pool (workers >= 2): a task then has its own process, its own log file,
     # and cannot take the caller's logging setup down with it.
-    return QuietLocal(stage.pipeline, tasks=stage.tasks, workers=max(2, min(cfg.workers, stage.tasks)), logging_dir=logging_dir)
+    return QuietLocal(
+        stage.pipeline,
+        tasks=stage.tasks,
+        workers=max(2, min(cfg.workers, stage.tasks)),
+        logging_dir=logging_dir,
+    )
 
 
 def _slurm(stage: Stage, cfg: DataConfig, logging_dir: str, previous):
@@ -405,13 +476,26 @@ def _slurm(stage: Stage, cfg: DataConfig, logging_dir: str, previous):
     opts = dict(cfg.executor.options)
     opts.setdefault("time", "24:00:00")
     opts.setdefault("partition", "cpu")
-    return SlurmPipelineExecutor(pipeline=stage.pipeline, tasks=stage.tasks, logging_dir=logging_dir, job_name=f"k1-data-{stage.name}", depends=previous, **opts)
+    return SlurmPipelineExecutor(
+        pipeline=stage.pipeline,
+        tasks=stage.tasks,
+        logging_dir=logging_dir,
+        job_name=f"k1-data-{stage.name}",
+        depends=previous,
+        **opts,
+    )
 
 
 def _ray(stage: Stage, cfg: DataConfig, logging_dir: str, previous):
     from datatrove.executor.ray import RayPipelineExecutor
 
-    return RayPipelineExecutor(pipeline=stage.pipeline, tasks=stage.tasks, logging_dir=logging_dir, depends=previous, **dict(cfg.executor.options))
+    return RayPipelineExecutor(
+        pipeline=stage.pipeline,
+        tasks=stage.tasks,
+        logging_dir=logging_dir,
+        depends=previous,
+        **dict(cfg.executor.options),
+    )
 
 
 EXECUTORS = {"local": _local, "slurm": _slurm, "ray": _ray}
@@ -429,7 +513,9 @@ def _check_out_dir(cfg: DataConfig) -> None:
     if stamp.is_file():
         old = json.loads(stamp.read_text())
         if old.get("fingerprint") != fp:
-            raise K1Error(f"{out} holds a run with a different config (fingerprint {old.get('fingerprint')} != {fp}): choose another out or delete it")
+            raise K1Error(
+                f"{out} holds a run with a different config (fingerprint {old.get('fingerprint')} != {fp}): choose another out or delete it"
+            )
     else:
         tmp = out / ".tmp-config.json"
         tmp.write_text(json.dumps({"fingerprint": fp, "config": cfg.to_dict()}, indent=2, ensure_ascii=False))
@@ -442,7 +528,13 @@ def _progress_watch(stages: list[Stage], cfg: DataConfig, show: bool):
         return None, None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    prog = Progress(TextColumn("[bold]{task.description:<13}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn())
+    prog = Progress(
+        TextColumn("[bold]{task.description:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks"),
+        TimeElapsedColumn(),
+    )
     ids = {s.name: prog.add_task(s.name, total=s.tasks) for s in stages}
     stop = threading.Event()
 
@@ -461,7 +553,9 @@ def _progress_watch(stages: list[Stage], cfg: DataConfig, show: bool):
         stop.set()
         t.join()
         for s in stages:
-            prog.update(ids[s.name], completed=len(list((cfg.work / "logs" / s.name / "completions").glob("*"))))
+            prog.update(
+                ids[s.name], completed=len(list((cfg.work / "logs" / s.name / "completions").glob("*")))
+            )
         prog.stop()
 
     return prog, finish
@@ -488,10 +582,15 @@ def prepare(config, progress: bool | None = None) -> dict:
     # The parent process's own datatrove messages (pool start, per-stage stats dumps) are noise next to
     # the progress bars; tasks still log to work/logs/<stage>/logs/.
     logger.disable("datatrove")
+    # datatrove's inner tqdm bars (dedup stages) would print through ours; tqdm reads this variable.
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     import multiprocess
 
     try:
-        multiprocess.set_forkserver_preload(["k1.data.steps", "datatrove.pipeline.dedup.minhash", "datatrove.pipeline.dedup.exact_dedup"])
+        multiprocess.set_forkserver_preload(
+            ["k1.data.steps", "datatrove.pipeline.dedup.minhash", "datatrove.pipeline.dedup.exact_dedup"]
+        )
     except (AttributeError, ValueError):
         pass
     _, finish = _progress_watch(stages, cfg, cfg.progress and cfg.executor.kind == "local")
@@ -509,6 +608,10 @@ def prepare(config, progress: bool | None = None) -> dict:
         if finish:
             finish()
         logger.enable("datatrove")
+        if old_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_tqdm
     if not cfg.keep_work:
         for sub in ("filtered", "unique"):
             shutil.rmtree(cfg.work / sub, ignore_errors=True)
@@ -526,7 +629,9 @@ def _plan(cfg: DataConfig) -> list:
     units, skipped = plan_units(cfg.all_inputs(), cfg.split_bytes)
     cfg.work.mkdir(parents=True, exist_ok=True)
     tmp = cfg.work / ".tmp-units.json"
-    tmp.write_text(json.dumps({"units": [dataclasses.asdict(u) for u in units], "skipped": skipped}, ensure_ascii=False))
+    tmp.write_text(
+        json.dumps({"units": [dataclasses.asdict(u) for u in units], "skipped": skipped}, ensure_ascii=False)
+    )
     tmp.replace(f)
     return units
 
@@ -538,6 +643,11 @@ def finalize(cfg: DataConfig) -> dict:
 
     info = load_tokenizer(_tokenizer_path(cfg), cfg.tokenize.separator)
     stats = collect(cfg)
-    manifest = write_manifest(cfg.out_dir, cfg.tasks, info, {"config_fingerprint": cfg.fingerprint(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    manifest = write_manifest(
+        cfg.out_dir,
+        cfg.tasks,
+        info,
+        {"config_fingerprint": cfg.fingerprint(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+    )
     summary = write_report(cfg, stats, manifest)
     return summary

@@ -101,7 +101,7 @@ def _repetition(words: list[str], cfg: QualityConfig) -> str | None:
         return None
     total = sum(len(w) for w in words)
     bigrams = Counter(zip(words, words[1:], strict=False))
-    (top, count), = bigrams.most_common(1)
+    ((top, count),) = bigrams.most_common(1)
     if count > 1 and count * (len(top[0]) + len(top[1])) / total > cfg.max_top_ngram_ratio:
         return "repeated_ngrams"
     seen: set[tuple[str, ...]] = set()
@@ -136,11 +136,11 @@ def check(text: str, lang: str, cfg: QualityConfig) -> str | None:
     if lang == "ko":
         non_space = n - sum(1 for c in text if c.isspace()) if n < 4096 else len("".join(words))
         syllables = len(_HANGUL_SYLLABLE.findall(text))
-        if syllables / max(1, non_space) < cfg.min_hangul_ratio:
-            return "low_hangul_ratio"
         jamo = len(_JAMO.findall(text))
         if jamo and jamo / (jamo + syllables) > cfg.max_jamo_ratio:
             return "high_jamo_ratio"
+        if syllables / max(1, non_space) < cfg.min_hangul_ratio:
+            return "low_hangul_ratio"
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     if cfg.max_line_chars and any(len(line) > cfg.max_line_chars for line in lines):
         return "long_lines"
@@ -151,7 +151,10 @@ def check(text: str, lang: str, cfg: QualityConfig) -> str | None:
             return "boilerplate"
     elif lines and all(_BOILERPLATE.search(line) for line in lines) and cfg.max_boilerplate_ratio < 1:
         return "boilerplate"
-    if cfg.min_alpha_word_ratio and sum(1 for w in words if any(c.isalpha() for c in w)) / len(words) < cfg.min_alpha_word_ratio:
+    if (
+        cfg.min_alpha_word_ratio
+        and sum(1 for w in words if any(c.isalpha() for c in w)) / len(words) < cfg.min_alpha_word_ratio
+    ):
         return "low_alpha_words"
     if cfg.min_stop_words and len(words) >= 20:
         if sum(1 for w in words if w.lower() in _EN_STOP) < cfg.min_stop_words:

@@ -70,9 +70,13 @@ class InputSpec:
 
     def validate(self, where: str) -> None:
         if self.format not in FORMATS:
-            raise ConfigError(f"{where}.format: unknown format {self.format!r}{did_you_mean(self.format, FORMATS)}")
+            raise ConfigError(
+                f"{where}.format: unknown format {self.format!r}{did_you_mean(self.format, FORMATS)}"
+            )
         if self.text_unit not in TEXT_UNITS:
-            raise ConfigError(f"{where}.text_unit: unknown {self.text_unit!r}{did_you_mean(self.text_unit, TEXT_UNITS)}")
+            raise ConfigError(
+                f"{where}.text_unit: unknown {self.text_unit!r}{did_you_mean(self.text_unit, TEXT_UNITS)}"
+            )
 
     @property
     def name(self) -> str:
@@ -145,14 +149,25 @@ def plan_units(specs: list[InputSpec], split_bytes: int = SPLIT_BYTES) -> tuple[
         for path, base in _expand(spec):
             rel = str(path.relative_to(base)) if path != base else path.name
             if _is_hf_dir(path) or spec.format == "hf":
-                units.extend(Unit(i, str(f), "hf", rel=f"{rel}/{Path(f).name}") for f in _hf_arrow_files(path, spec))
+                units.extend(
+                    Unit(i, str(f), "hf", rel=f"{rel}/{Path(f).name}") for f in _hf_arrow_files(path, spec)
+                )
                 continue
             fmt = _detect(path, spec.format)
             if fmt is None:
-                skipped.append({"file": str(path), "pos": None, "reason": "unknown file type (set format= in [[inputs]])"})
+                skipped.append(
+                    {
+                        "file": str(path),
+                        "pos": None,
+                        "reason": "unknown file type (set format= in [[inputs]])",
+                    }
+                )
                 continue
             if fmt == "parquet":
-                units.extend(Unit(i, str(path), "parquet", start=g, rel=rel) for g in range(_parquet_groups(path, skipped)))
+                units.extend(
+                    Unit(i, str(path), "parquet", start=g, rel=rel)
+                    for g in range(_parquet_groups(path, skipped))
+                )
                 continue
             line_based = fmt == "jsonl" or (fmt == "text" and spec.text_unit == "line")
             size = path.stat().st_size
@@ -178,7 +193,9 @@ def _hf_arrow_files(path: Path, spec: InputSpec) -> list[str]:
     if (path / "dataset_dict.json").is_file():
         splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
         if spec.split not in splits:
-            raise K1Error(f"{path}: no split {spec.split!r} in this saved DatasetDict{did_you_mean(spec.split, splits)}")
+            raise K1Error(
+                f"{path}: no split {spec.split!r} in this saved DatasetDict{did_you_mean(spec.split, splits)}"
+            )
         path = path / spec.split
     state = json.loads((path / "state.json").read_text())
     return [str(path / f["filename"]) for f in state.get("_data_files", [])]
@@ -194,7 +211,13 @@ class _FileErrors:
         if self.count <= MAX_ERRORS_PER_FILE:
             self.errors.append({"file": self.path, "pos": pos, "reason": reason})
             return True
-        self.errors.append({"file": self.path, "pos": pos, "reason": f"more than {MAX_ERRORS_PER_FILE} problems: skipped the rest of the file"})
+        self.errors.append(
+            {
+                "file": self.path,
+                "pos": pos,
+                "reason": f"more than {MAX_ERRORS_PER_FILE} problems: skipped the rest of the file",
+            }
+        )
         return False
 
 
@@ -257,7 +280,10 @@ def read_unit(unit: Unit, spec: InputSpec, errors: list[dict]) -> Iterator[Recor
 
 def _doc_text(value, ferr: _FileErrors, pos, spec: InputSpec, keys) -> str | None:
     if value is None:
-        ferr.add(pos, f"no field {spec.text_field!r} (fields: {', '.join(map(str, keys))}): set text_field in [[inputs]]")
+        ferr.add(
+            pos,
+            f"no field {spec.text_field!r} (fields: {', '.join(map(str, keys))}): set text_field in [[inputs]]",
+        )
         return None
     if not isinstance(value, str):
         ferr.add(pos, f"field {spec.text_field!r} is {type(value).__name__}, not text")
@@ -299,7 +325,11 @@ def _read_lines(unit: Unit, spec: InputSpec, ferr: _FileErrors, source: str) -> 
                 if ferr.count > MAX_ERRORS_PER_FILE:
                     return
                 continue
-            doc_id = str(obj.get(spec.id_field)) if spec.id_field and obj.get(spec.id_field) is not None else f"{source}/{unit.rel}@{offset}"
+            doc_id = (
+                str(obj.get(spec.id_field))
+                if spec.id_field and obj.get(spec.id_field) is not None
+                else f"{source}/{unit.rel}@{offset}"
+            )
             yield Record(doc_id, text, source, unit.rel)
 
 
@@ -357,7 +387,11 @@ def _read_csv(unit: Unit, spec: InputSpec, ferr: _FileErrors, source: str) -> It
                     if ferr.count > MAX_ERRORS_PER_FILE:
                         return
                     continue
-                doc_id = rec.get(spec.id_field) if spec.id_field and rec.get(spec.id_field) else f"{source}/{unit.rel}#{row}"
+                doc_id = (
+                    rec.get(spec.id_field)
+                    if spec.id_field and rec.get(spec.id_field)
+                    else f"{source}/{unit.rel}#{row}"
+                )
                 yield Record(doc_id, text, source, unit.rel)
         except csv.Error as err:  # the csv module cannot resynchronise after a broken quote
             ferr.add(row + 1, f"malformed CSV ({err}): skipped the rest of the file")
@@ -372,7 +406,9 @@ def _parquet_batches(unit: Unit, spec: InputSpec):
     names = pf.schema_arrow.names
     cols = [c for c in (spec.text_field, spec.id_field) if c and c in names]
     if spec.text_field not in names:
-        raise K1Error(f"{unit.path}: no column {spec.text_field!r}{did_you_mean(spec.text_field, names)}: set text_field in [[inputs]]")
+        raise K1Error(
+            f"{unit.path}: no column {spec.text_field!r}{did_you_mean(spec.text_field, names)}: set text_field in [[inputs]]"
+        )
     yield from pf.iter_batches(batch_size=1024, row_groups=[unit.start], columns=cols)
 
 
@@ -390,12 +426,16 @@ def _arrow_batches(unit: Unit):
         yield from reader
 
 
-def _read_table_batches(unit: Unit, spec: InputSpec, ferr: _FileErrors, source: str, batches) -> Iterator[Record]:
+def _read_table_batches(
+    unit: Unit, spec: InputSpec, ferr: _FileErrors, source: str, batches
+) -> Iterator[Record]:
     row = 0
     for batch in batches:
         names = batch.schema.names
         if spec.text_field not in names:
-            raise K1Error(f"{unit.path}: no column {spec.text_field!r}{did_you_mean(spec.text_field, names)}: set text_field in [[inputs]]")
+            raise K1Error(
+                f"{unit.path}: no column {spec.text_field!r}{did_you_mean(spec.text_field, names)}: set text_field in [[inputs]]"
+            )
         texts = batch.column(spec.text_field).to_pylist()
         ids = batch.column(spec.id_field).to_pylist() if spec.id_field and spec.id_field in names else None
         for j, value in enumerate(texts):
@@ -404,7 +444,11 @@ def _read_table_batches(unit: Unit, spec: InputSpec, ferr: _FileErrors, source: 
             if value is None:
                 ferr.add(pos, f"empty {spec.text_field!r}")
             if text is not None and len(text) <= MAX_RECORD_BYTES:
-                doc_id = str(ids[j]) if ids is not None and ids[j] is not None else f"{source}/{unit.rel}#{unit.start}.{row}"
+                doc_id = (
+                    str(ids[j])
+                    if ids is not None and ids[j] is not None
+                    else f"{source}/{unit.rel}#{unit.start}.{row}"
+                )
                 yield Record(doc_id, text, source, unit.rel)
             if ferr.count > MAX_ERRORS_PER_FILE:
                 return

@@ -73,7 +73,11 @@ def summarize(cfg, stats: dict, manifest: dict) -> dict:
     for step in ("normalize", "language", "quality"):
         s = _find(st, "filter", f": {step}")
         rows.append((step, s["docs_in"], s["docs_out"], 0, s["bytes_in"], s["bytes_out"]))
-    exact = _find(st, "near_sigs", "exact-deduplication stage 3") if cfg.dedup.near else _find(st, "shards", "exact-deduplication stage 3")
+    exact = (
+        _find(st, "near_sigs", "exact-deduplication stage 3")
+        if cfg.dedup.near
+        else _find(st, "shards", "exact-deduplication stage 3")
+    )
     if cfg.dedup.exact:
         rows.append(("exact_dedup", exact["total"], exact["forwarded"], 0, None, None))
     if cfg.dedup.near:
@@ -84,7 +88,16 @@ def summarize(cfg, stats: dict, manifest: dict) -> dict:
         rows.append(("pii", pii["docs_in"], pii["docs_out"], 0, pii["bytes_in"], pii["bytes_out"]))
     shards = _find(st, "shards", ": shards")
     tokens_out = sum(v["tokens"] for v in manifest["totals"].values())
-    rows.append(("tokenize", shards["docs_in"], shards["docs_out"], tokens_out, shards["bytes_in"], shards["bytes_out"]))
+    rows.append(
+        (
+            "tokenize",
+            shards["docs_in"],
+            shards["docs_out"],
+            tokens_out,
+            shards["bytes_in"],
+            shards["bytes_out"],
+        )
+    )
     tok_per_byte = tokens_out / shards["bytes_in"] if shards["bytes_in"] else 0.0
 
     drops: Counter = Counter()
@@ -110,7 +123,17 @@ def summarize(cfg, stats: dict, manifest: dict) -> dict:
         "out": str(cfg.out_dir),
         "manifest": str(cfg.out_dir / "manifest.json"),
         "report": str(cfg.out_dir / "report.md"),
-        "stages": [{"stage": r[0], "docs_in": int(r[1]), "docs_out": int(r[2]), "bytes_in": None if r[4] is None else int(r[4]), "bytes_out": None if r[5] is None else int(r[5]), "tokens_est": round((r[5] or 0) * tok_per_byte) if r[5] is not None else None} for r in rows],
+        "stages": [
+            {
+                "stage": r[0],
+                "docs_in": int(r[1]),
+                "docs_out": int(r[2]),
+                "bytes_in": None if r[4] is None else int(r[4]),
+                "bytes_out": None if r[5] is None else int(r[5]),
+                "tokens_est": round((r[5] or 0) * tok_per_byte) if r[5] is not None else None,
+            }
+            for r in rows
+        ],
         "tokens": {s: v["tokens"] for s, v in manifest["totals"].items()},
         "documents": {s: v["documents"] for s, v in manifest["totals"].items()},
         "drops": dict(drops.most_common()),
@@ -156,7 +179,12 @@ def _charts(out: Path, s: dict) -> list[str]:
     made.append("stages.png")
     bar("drops.png", list(s["drops"]), list(s["drops"].values()), "documents dropped, by reason")
     bar("pii.png", list(s["pii"]), list(s["pii"].values()), "PII replaced, by type")
-    bar("languages.png", list(s["languages"]), list(s["languages"].values()), "language mix (before filtering)")
+    bar(
+        "languages.png",
+        list(s["languages"]),
+        list(s["languages"].values()),
+        "language mix (before filtering)",
+    )
     cl = s["duplicate_clusters"]
     bar("clusters.png", [f"size {k}" for k in cl], list(cl.values()), "near-duplicate clusters", "clusters")
     return made
@@ -172,11 +200,23 @@ def write_report(cfg, stats: dict, manifest: dict) -> dict:
     s = summarize(cfg, stats, manifest)
     out = cfg.out_dir
     charts = _charts(out, s)
-    L = ["# Data report", "", f"Config fingerprint `{cfg.fingerprint()}`, {cfg.tasks} tasks, tokenizer `{manifest['tokenizer']['path']}` ({manifest['vocab_size']} tokens, {manifest['dtype']}).", ""]
-    L += ["## Stages", "", "| stage | docs in | docs out | MB in | MB out | tokens (est.) |", "|---|---:|---:|---:|---:|---:|"]
+    L = [
+        "# Data report",
+        "",
+        f"Config fingerprint `{cfg.fingerprint()}`, {cfg.tasks} tasks, tokenizer `{manifest['tokenizer']['path']}` ({manifest['vocab_size']} tokens, {manifest['dtype']}).",
+        "",
+    ]
+    L += [
+        "## Stages",
+        "",
+        "| stage | docs in | docs out | MB in | MB out | tokens (est.) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in s["stages"]:
         mb = lambda b: "" if b is None else f"{b / 1e6:.2f}"  # noqa: E731
-        L.append(f"| {r['stage']} | {r['docs_in']} | {r['docs_out']} | {mb(r['bytes_in'])} | {mb(r['bytes_out'])} | {'' if r['tokens_est'] is None else r['tokens_est']} |")
+        L.append(
+            f"| {r['stage']} | {r['docs_in']} | {r['docs_out']} | {mb(r['bytes_in'])} | {mb(r['bytes_out'])} | {'' if r['tokens_est'] is None else r['tokens_est']} |"
+        )
     L += ["", "![stages](stages.png)", ""]
     L += ["## Output", "", "| split | shards | documents | tokens |", "|---|---:|---:|---:|"]
     for split, t in manifest["totals"].items():
@@ -189,10 +229,22 @@ def write_report(cfg, stats: dict, manifest: dict) -> dict:
     L += [f"| {k} | {v} |" for k, v in s["languages"].items()]
     L += ["", "## Duplicate clusters (near dedup)", "", "| cluster size | clusters |", "|---:|---:|"]
     L += [f"| {k} | {v} |" for k, v in s["duplicate_clusters"].items()] or ["| - | 0 |"]
-    L += ["", "## PII", "", f"Documents with PII: {s['docs_with_pii']}.", "", "| type | replaced |", "|---|---:|"]
+    L += [
+        "",
+        "## PII",
+        "",
+        f"Documents with PII: {s['docs_with_pii']}.",
+        "",
+        "| type | replaced |",
+        "|---|---:|",
+    ]
     L += [f"| {k} | {v} |" for k, v in sorted(s["pii"].items())]
     c = s["canaries"]
-    verdict = "none reached the shards" if not c["leaked"] else f"**{c['leaked']} LEAKED** (canary #{', #'.join(map(str, c['leaked_ids']))})"
+    verdict = (
+        "none reached the shards"
+        if not c["leaked"]
+        else f"**{c['leaked']} LEAKED** (canary #{', #'.join(map(str, c['leaked_ids']))})"
+    )
     L += ["", f"Canaries: {c['planted']} planted, {verdict}.", ""]
     L += ["## Unreadable or malformed input", "", f"{s['errors']} problems."]
     if s["error_list"]:

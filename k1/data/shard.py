@@ -69,22 +69,26 @@ def load_tokenizer(tok_dir: str | Path, separator: str = "") -> TokenizerInfo:
     tok_dir = Path(tok_dir)
     tj = tok_dir / "tokenizer.json"
     if not tj.is_file():
-        raise K1Error(f"{tok_dir}: no tokenizer.json there; point [tokenize] tokenizer at a k1 tokenizer directory")
+        raise K1Error(
+            f"{tok_dir}: no tokenizer.json there; point [tokenize] tokenizer at a k1 tokenizer directory"
+        )
     tok = None
     try:
-        import importlib.util
-
-        if importlib.util.find_spec("k1.tokenizer") is not None:
-            from k1 import tokenizer as k1_tokenizer
-
-            if hasattr(k1_tokenizer, "load"):
-                loaded = k1_tokenizer.load(tok_dir)
-                # k1.tokenizer.load may return a wrapper; the fast path needs the `tokenizers` object.
-                tok = getattr(loaded, "backend_tokenizer", None) or getattr(loaded, "tokenizer", None) or loaded
-                if not hasattr(tok, "encode_batch"):
-                    tok = None
+        from k1 import tokenizer as k1_tokenizer  # written on another branch; optional here
     except ImportError:
-        tok = None
+        k1_tokenizer = None
+    if k1_tokenizer is not None and hasattr(k1_tokenizer, "load"):
+        loaded = k1_tokenizer.load(tok_dir)
+        # k1.tokenizer.load may return a wrapper; the fast path needs the `tokenizers` object inside.
+        for cand in (
+            loaded,
+            getattr(loaded, "backend_tokenizer", None),
+            getattr(loaded, "tokenizer", None),
+            getattr(loaded, "_tokenizer", None),
+        ):
+            if cand is not None and hasattr(cand, "encode_batch") and hasattr(cand, "token_to_id"):
+                tok = cand
+                break
     if tok is None:
         from tokenizers import Tokenizer
 
@@ -94,10 +98,14 @@ def load_tokenizer(tok_dir: str | Path, separator: str = "") -> TokenizerInfo:
             raise K1Error(f"{tj}: cannot load tokenizer ({err})") from err
     sep = separator or _special_from_config(tok_dir) or ""
     if not sep:
-        raise K1Error(f"{tok_dir}: no eos_token in tokenizer_config.json; set [tokenize] separator in the config")
+        raise K1Error(
+            f"{tok_dir}: no eos_token in tokenizer_config.json; set [tokenize] separator in the config"
+        )
     sep_id = tok.token_to_id(sep)
     if sep_id is None:
-        raise K1Error(f"{tok_dir}: separator token {sep!r} is not in the vocabulary; set [tokenize] separator")
+        raise K1Error(
+            f"{tok_dir}: separator token {sep!r} is not in the vocabulary; set [tokenize] separator"
+        )
     digest = hashlib.sha256(tj.read_bytes()).hexdigest()
     return TokenizerInfo(tok, tok.get_vocab_size(with_added_tokens=True), sep_id, sep, str(tok_dir), digest)
 
@@ -209,7 +217,9 @@ def write_manifest(out_dir: Path, tasks: int, info: TokenizerInfo, extra: dict) 
     for split in SPLITS:
         for rank in range(tasks):
             for m in finished_shards(out_dir / SHARD_DIR, split, rank):
-                splits[split].append({**{k: v for k, v in m.items() if k != "split"}, "file": f"{SHARD_DIR}/{m['file']}"})
+                splits[split].append(
+                    {**{k: v for k, v in m.items() if k != "split"}, "file": f"{SHARD_DIR}/{m['file']}"}
+                )
     manifest = {
         "version": MANIFEST_VERSION,
         "dtype": dtype_for(info.vocab_size).name,
@@ -218,10 +228,19 @@ def write_manifest(out_dir: Path, tasks: int, info: TokenizerInfo, extra: dict) 
         "separator_id": info.separator_id,
         "tokenizer": {"path": info.path, "sha256": info.sha256},
         "splits": splits,
-        "totals": {s: {"shards": len(v), "documents": sum(m["documents"] for m in v), "tokens": sum(m["tokens"] for m in v)} for s, v in splits.items()},
+        "totals": {
+            s: {
+                "shards": len(v),
+                "documents": sum(m["documents"] for m in v),
+                "tokens": sum(m["tokens"] for m in v),
+            }
+            for s, v in splits.items()
+        },
         **extra,
     }
-    _atomic_write_bytes(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    _atomic_write_bytes(
+        out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+    )
     return manifest
 
 
@@ -249,7 +268,11 @@ def read_manifest(manifest_path: str | Path, verify: bool = False) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise K1Error(f"{manifest_path}: corrupt manifest ({err}); rerun `k1 data prepare`") from err
-    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION or "splits" not in manifest:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("version") != MANIFEST_VERSION
+        or "splits" not in manifest
+    ):
         raise K1Error(f"{manifest_path}: not a k1 data manifest (version {MANIFEST_VERSION})")
     itemsize = np.dtype(manifest["dtype"]).itemsize
     root = manifest_path.parent
@@ -272,7 +295,9 @@ class ShardDataset:
     def __init__(self, manifest_path: str | Path, split: str = "train", verify: bool = False):
         self.manifest = read_manifest(manifest_path, verify=verify)
         if split not in self.manifest["splits"]:
-            raise K1Error(f"{manifest_path}: no split {split!r}; splits: {', '.join(self.manifest['splits'])}")
+            raise K1Error(
+                f"{manifest_path}: no split {split!r}; splits: {', '.join(self.manifest['splits'])}"
+            )
         root = Path(manifest_path)
         self.root = root if root.is_dir() else root.parent
         self.split = split

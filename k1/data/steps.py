@@ -57,7 +57,9 @@ class CorpusReader(K1Step):
                 self.stat_update("units")
                 for rec in read_unit(unit, self.specs[unit.spec_index], errors):
                     with self.track_time():
-                        doc = Document(text=rec.text, id=rec.id, metadata={"source": rec.source, "file": rec.file})
+                        doc = Document(
+                            text=rec.text, id=rec.id, metadata={"source": rec.source, "file": rec.file}
+                        )
                         self.count_out(doc)
                     yield doc
         finally:
@@ -176,7 +178,12 @@ class RankJsonlWriter(K1Step):
         with open(tmp, "w", encoding="utf-8") as f:
             for doc in data:
                 with self.track_time():
-                    f.write(json.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}, ensure_ascii=False) + "\n")
+                    f.write(
+                        json.dumps(
+                            {"id": doc.id, "text": doc.text, "metadata": doc.metadata}, ensure_ascii=False
+                        )
+                        + "\n"
+                    )
                 yield doc
         os.replace(tmp, out / f"{rank:05d}.jsonl")
 
@@ -214,7 +221,17 @@ class TokenizeShards(K1Step):
 
     name = "shards"
 
-    def __init__(self, tokenizer: str, separator: str, out_dir: str, shard_tokens: int, validation: float, seed: int, canaries: list[str], batch_docs: int = 64):
+    def __init__(
+        self,
+        tokenizer: str,
+        separator: str,
+        out_dir: str,
+        shard_tokens: int,
+        validation: float,
+        seed: int,
+        canaries: list[str],
+        batch_docs: int = 64,
+    ):
         super().__init__()
         self.tokenizer_path, self.separator, self.out_dir = tokenizer, separator, out_dir
         self.shard_tokens, self.validation, self.seed = shard_tokens, validation, seed

@@ -50,7 +50,9 @@ def gen_rrn(rng: random.Random, foreigner: bool = False) -> str:
     """A registration number with a real birth date; a valid check digit for births before Oct 2020."""
     today = datetime.date.today()
     while True:
-        born = datetime.date(1935, 1, 1) + datetime.timedelta(days=rng.randrange((today - datetime.date(1935, 1, 1)).days))
+        born = datetime.date(1935, 1, 1) + datetime.timedelta(
+            days=rng.randrange((today - datetime.date(1935, 1, 1)).days)
+        )
         male = rng.random() < 0.5
         if born.year < 2000:
             g = (5 if male else 6) if foreigner else (1 if male else 2)
@@ -76,7 +78,25 @@ def fmt_rrn(rng: random.Random, digits: str) -> str:
     return digits
 
 
-_AREA = ["02", "031", "032", "033", "041", "042", "043", "044", "051", "052", "053", "054", "055", "061", "062", "063", "064"]
+_AREA = [
+    "02",
+    "031",
+    "032",
+    "033",
+    "041",
+    "042",
+    "043",
+    "044",
+    "051",
+    "052",
+    "053",
+    "054",
+    "055",
+    "061",
+    "062",
+    "063",
+    "064",
+]
 
 
 def gen_phone(rng: random.Random) -> str:
@@ -85,7 +105,11 @@ def gen_phone(rng: random.Random) -> str:
     if kind < 0.6:
         pre, mid, last = "010", d(4), d(4)
     elif kind < 0.68:
-        pre, mid, last = rng.choice(["011", "016", "017", "019"]), str(rng.randrange(2, 10)) + d(rng.choice([2, 3])), d(4)
+        pre, mid, last = (
+            rng.choice(["011", "016", "017", "019"]),
+            str(rng.randrange(2, 10)) + d(rng.choice([2, 3])),
+            d(4),
+        )
     elif kind < 0.75:
         pre, mid, last = "070", str(rng.randrange(2, 10)) + d(3), d(4)
     else:
@@ -112,7 +136,20 @@ def gen_phone(rng: random.Random) -> str:
     return f"{pre}){mid}-{last}"
 
 
-_CARD_PREFIXES = [("4", 16), ("4", 13), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15), ("3528", 16), ("6011", 16), ("62", 16), ("9410", 16), ("36", 14)]
+_CARD_PREFIXES = [
+    ("4", 16),
+    ("4", 13),
+    ("51", 16),
+    ("55", 16),
+    ("2221", 16),
+    ("34", 15),
+    ("37", 15),
+    ("3528", 16),
+    ("6011", 16),
+    ("62", 16),
+    ("9410", 16),
+    ("36", 14),
+]
 
 
 def luhn_complete(body: str) -> str:
@@ -177,11 +214,32 @@ def gen_passport(rng: random.Random) -> tuple[str, bool]:
     return f"{letter}{rng.randrange(1000):03d}{chr(65 + rng.randrange(26))}{rng.randrange(10000):04d}", False
 
 
-_REGION_NAMES = ["서울", "부산", "경기", "강원", "충북", "충남", "전북", "전남", "경북", "경남", "제주", "대구", "인천", "광주", "대전", "울산"]
+_REGION_NAMES = [
+    "서울",
+    "부산",
+    "경기",
+    "강원",
+    "충북",
+    "충남",
+    "전북",
+    "전남",
+    "경북",
+    "경남",
+    "제주",
+    "대구",
+    "인천",
+    "광주",
+    "대전",
+    "울산",
+]
 
 
 def gen_license(rng: random.Random) -> str:
-    yy, serial, check = f"{rng.randrange(100):02d}", f"{rng.randrange(10**6):06d}", f"{rng.randrange(100):02d}"
+    yy, serial, check = (
+        f"{rng.randrange(100):02d}",
+        f"{rng.randrange(10**6):06d}",
+        f"{rng.randrange(100):02d}",
+    )
     if rng.random() < 0.75:
         return f"{rng.choice([*range(11, 27), 28])}-{yy}-{serial}-{check}"
     return f"{rng.choice(_REGION_NAMES)} {yy}-{serial}-{check}"
@@ -197,20 +255,90 @@ def gen_ip(rng: random.Random) -> str:
     return ":".join(groups)
 
 
-_ROMAN = ["kim", "lee", "park", "choi", "jung", "kang", "cho", "yoon", "jang", "lim", "minji", "jiwoo", "seojun", "hayoon", "dohyun"]
-_DOMAINS = ["naver.com", "gmail.com", "daum.net", "kakao.com", "example.co.kr", "korea.ac.kr", "mail.k1-test.org", "hanmail.net"]
+_ROMAN = [
+    "kim",
+    "lee",
+    "park",
+    "choi",
+    "jung",
+    "kang",
+    "cho",
+    "yoon",
+    "jang",
+    "lim",
+    "minji",
+    "jiwoo",
+    "seojun",
+    "hayoon",
+    "dohyun",
+]
+_DOMAINS = [
+    "naver.com",
+    "gmail.com",
+    "daum.net",
+    "kakao.com",
+    "example.co.kr",
+    "korea.ac.kr",
+    "mail.k1-test.org",
+    "hanmail.net",
+]
 
 
 def gen_email(rng: random.Random) -> str:
-    user = rng.choice(_ROMAN) + rng.choice(["", ".", "_", "-"]) + rng.choice(_ROMAN) + str(rng.randrange(100)) * rng.randrange(2)
+    user = (
+        rng.choice(_ROMAN)
+        + rng.choice(["", ".", "_", "-"])
+        + rng.choice(_ROMAN)
+        + str(rng.randrange(100)) * rng.randrange(2)
+    )
     if rng.random() < 0.1:
         user += "+news"
     return f"{user}@{rng.choice(_DOMAINS)}"
 
 
-_SIDO = ["서울특별시", "부산광역시", "대구광역시", "인천광역시", "경기도", "강원특별자치도", "충청남도", "전라북도", "경상남도", "제주특별자치도"]
-_SGG = ["강남구", "서초구", "마포구", "중구", "해운대구", "수성구", "성남시 분당구", "수원시 영통구", "춘천시", "천안시 동남구", "전주시 완산구", "창원시 의창구", "제주시", "남구", "고양시 일산동구"]
-_ROADS = ["테헤란로", "세종대로", "올림픽로", "판교역로", "센텀중앙로", "달구벌대로", "월드컵북로", "중앙로", "번영로", "효자로", "충장로", "동문로"]
+_SIDO = [
+    "서울특별시",
+    "부산광역시",
+    "대구광역시",
+    "인천광역시",
+    "경기도",
+    "강원특별자치도",
+    "충청남도",
+    "전라북도",
+    "경상남도",
+    "제주특별자치도",
+]
+_SGG = [
+    "강남구",
+    "서초구",
+    "마포구",
+    "중구",
+    "해운대구",
+    "수성구",
+    "성남시 분당구",
+    "수원시 영통구",
+    "춘천시",
+    "천안시 동남구",
+    "전주시 완산구",
+    "창원시 의창구",
+    "제주시",
+    "남구",
+    "고양시 일산동구",
+]
+_ROADS = [
+    "테헤란로",
+    "세종대로",
+    "올림픽로",
+    "판교역로",
+    "센텀중앙로",
+    "달구벌대로",
+    "월드컵북로",
+    "중앙로",
+    "번영로",
+    "효자로",
+    "충장로",
+    "동문로",
+]
 _DONG = ["역삼동", "서초동", "우동", "범어동", "정자동", "연동", "망원동", "서교동", "봉명동"]
 
 
@@ -221,7 +349,9 @@ def gen_address_ko(rng: random.Random) -> str:
         num = str(rng.randrange(1, 999)) + (f"-{rng.randrange(1, 50)}" if rng.random() < 0.3 else "")
         body = f"{head} {road} {num}"
     else:
-        body = f"{head} {rng.choice(_DONG)} {rng.randrange(1, 2000)}" + (f"-{rng.randrange(1, 30)}" if rng.random() < 0.5 else "")
+        body = f"{head} {rng.choice(_DONG)} {rng.randrange(1, 2000)}" + (
+            f"-{rng.randrange(1, 30)}" if rng.random() < 0.5 else ""
+        )
     r = rng.random()
     if r < 0.25:
         body += f", {rng.randrange(101, 120)}동 {rng.randrange(1, 25)}0{rng.randrange(1, 5)}호"
@@ -230,9 +360,39 @@ def gen_address_ko(rng: random.Random) -> str:
     return body
 
 
-_EN_NAMES = ["Maple", "Oak", "Baker", "Sunset", "Main", "Park", "Elm", "Lincoln", "Washington", "Highland", "Cedar Hill"]
-_EN_SUFFIX = ["Street", "St.", "Avenue", "Ave", "Road", "Boulevard", "Lane", "Drive", "Way", "Court", "Parkway"]
-_CITIES = [("Springfield", "IL"), ("Austin", "TX"), ("Portland", "OR"), ("Mountain View", "CA"), ("Boston", "MA")]
+_EN_NAMES = [
+    "Maple",
+    "Oak",
+    "Baker",
+    "Sunset",
+    "Main",
+    "Park",
+    "Elm",
+    "Lincoln",
+    "Washington",
+    "Highland",
+    "Cedar Hill",
+]
+_EN_SUFFIX = [
+    "Street",
+    "St.",
+    "Avenue",
+    "Ave",
+    "Road",
+    "Boulevard",
+    "Lane",
+    "Drive",
+    "Way",
+    "Court",
+    "Parkway",
+]
+_CITIES = [
+    ("Springfield", "IL"),
+    ("Austin", "TX"),
+    ("Portland", "OR"),
+    ("Mountain View", "CA"),
+    ("Boston", "MA"),
+]
 
 
 def gen_address_en(rng: random.Random) -> str:
@@ -248,14 +408,39 @@ def gen_address_en(rng: random.Random) -> str:
 # ----------------------------------------------------------------------------------------------
 # contexts: Korean and English prose around a value, particles glued on
 
-_PARTICLES = ["", "", "로", "으로", "이고", "입니다", "이에요", "에서", "를", "을", "와", "과", "(으)로", "번으로", "."]
+_PARTICLES = [
+    "",
+    "",
+    "로",
+    "으로",
+    "이고",
+    "입니다",
+    "이에요",
+    "에서",
+    "를",
+    "을",
+    "와",
+    "과",
+    "(으)로",
+    "번으로",
+    ".",
+]
 
 
 def _ctx(rng: random.Random, kind: str) -> tuple[str, str]:
     words = {
         "rrn": ["주민등록번호", "주민번호", "RRN", "등록번호는", "생년월일 포함 번호"],
         "frn": ["외국인등록번호", "외국인 등록번호는", "ARC no.", "등록번호"],
-        "phone": ["연락처", "전화번호는", "휴대폰", "Tel.", "Call me at", "문의 전화", "대표번호", "핸드폰 번호"],
+        "phone": [
+            "연락처",
+            "전화번호는",
+            "휴대폰",
+            "Tel.",
+            "Call me at",
+            "문의 전화",
+            "대표번호",
+            "핸드폰 번호",
+        ],
         "email": ["이메일", "메일 주소는", "email:", "Contact", "문의는", "보내실 곳"],
         "card": ["카드번호", "신용카드", "card number", "결제 카드", "Visa"],
         "account": ["계좌번호", "입금 계좌:", "송금할 계좌", "account"],
@@ -267,7 +452,11 @@ def _ctx(rng: random.Random, kind: str) -> tuple[str, str]:
     pre = rng.choice(words) + rng.choice([" ", ": ", " ", "\n"])
     if rng.random() < 0.15:
         pre = ""  # the bare value inside prose
-    post = rng.choice(_PARTICLES) if kind not in ("email",) else rng.choice(["", "으로", "로", ".", " 로 보내주세요"])
+    post = (
+        rng.choice(_PARTICLES)
+        if kind not in ("email",)
+        else rng.choice(["", "으로", "로", ".", " 로 보내주세요"])
+    )
     return pre, post
 
 
@@ -313,7 +502,11 @@ def _positive(rng: random.Random, kind: str, fk) -> Labelled:
         else:
             value = gen_address_en(rng) if r > 0.85 else gen_address_ko(rng)
         pre, _ = _ctx(rng, kind)
-        return b.add(pre).pii(value, kind).add(rng.choice(["", "에 있습니다.", "로 보내주세요.", ".", " 입니다", "(으)로 배송"]))
+        return (
+            b.add(pre)
+            .pii(value, kind)
+            .add(rng.choice(["", "에 있습니다.", "로 보내주세요.", ".", " 입니다", "(으)로 배송"]))
+        )
     else:
         raise KeyError(kind)
     pre, post = _ctx(rng, kind)
@@ -356,7 +549,7 @@ def _hard_negatives(rng: random.Random) -> list[str]:
         f"좌표 37.{d(4)}, 126.{d(4)} 근처",
         f"{rng.randrange(1, 28)}일 {rng.randrange(1, 12)}시 {rng.randrange(1, 59)}분에 친구 집으로 {rng.randrange(2, 9)}번 갔다.",
         f"{y}년 {m}월 {dd}일, 제{rng.randrange(100, 3000)}호 안건, 참석자 {rng.randrange(10, 999)}명",
-        f"loopback 127.0.0.1, netmask 255.255.255.0, any 0.0.0.0",
+        "loopback 127.0.0.1, netmask 255.255.255.0, any 0.0.0.0",
         f"점수는 3.{d(5)} 이고 비율은 {rng.randrange(1, 99)}.{d(1)}%",
         f"UUID {d(8)}-e29b-41d4-a716-{d(12)}",
         f"학번 {y}{d(5)}, 사번 {d(6)}",
@@ -437,9 +630,40 @@ def misses(examples: list[Labelled], kind: str | None = None, limit: int = 20) -
 # ----------------------------------------------------------------------------------------------
 # a small messy corpus: Korean, English and code documents with PII, duplicates and junk
 
-_KO_SUBJ = ["우리 팀은", "이 연구는", "지역 주민들은", "학생들은", "회사는", "정부는", "작가는", "시민 단체는", "개발자들은", "연구진은"]
-_KO_OBJ = ["새로운 방법을", "데이터 품질을", "한국어 모델을", "지역 축제를", "환경 문제를", "교육 과정을", "도서관 서비스를", "전통 음식을", "기후 변화 대응을", "오픈소스 도구를"]
-_KO_VERB = ["소개했다", "검토하고 있다", "개선하기로 했다", "발표했다", "준비하고 있다", "분석했다", "지원하기로 결정했다", "논의했다"]
+_KO_SUBJ = [
+    "우리 팀은",
+    "이 연구는",
+    "지역 주민들은",
+    "학생들은",
+    "회사는",
+    "정부는",
+    "작가는",
+    "시민 단체는",
+    "개발자들은",
+    "연구진은",
+]
+_KO_OBJ = [
+    "새로운 방법을",
+    "데이터 품질을",
+    "한국어 모델을",
+    "지역 축제를",
+    "환경 문제를",
+    "교육 과정을",
+    "도서관 서비스를",
+    "전통 음식을",
+    "기후 변화 대응을",
+    "오픈소스 도구를",
+]
+_KO_VERB = [
+    "소개했다",
+    "검토하고 있다",
+    "개선하기로 했다",
+    "발표했다",
+    "준비하고 있다",
+    "분석했다",
+    "지원하기로 결정했다",
+    "논의했다",
+]
 _KO_ADV = ["올해", "지난달", "최근", "다음 주에", "오랜 논의 끝에", "처음으로", "본격적으로", "조심스럽게"]
 _KO_TAIL = [
     "관계자는 앞으로도 꾸준히 노력하겠다고 밝혔다.",
@@ -449,14 +673,63 @@ _KO_TAIL = [
     "이번 결정은 여러 의견을 반영한 결과다.",
     "참가자들은 만족스럽다는 반응을 보였다.",
 ]
-_EN_SUBJ = ["The committee", "Our team", "The researchers", "Local residents", "The city council", "Volunteers", "The library"]
+_EN_SUBJ = [
+    "The committee",
+    "Our team",
+    "The researchers",
+    "Local residents",
+    "The city council",
+    "Volunteers",
+    "The library",
+]
 _EN_VERB = ["announced", "reviewed", "improved", "discussed", "published", "planned", "supported"]
-_EN_OBJ = ["a new reading program", "the annual festival", "the data pipeline", "a community garden", "the transit plan", "an open dataset"]
-_EN_TAIL = ["Details will follow next week.", "Many people attended the meeting.", "The decision was welcomed.", "More work remains to be done."]
+_EN_OBJ = [
+    "a new reading program",
+    "the annual festival",
+    "the data pipeline",
+    "a community garden",
+    "the transit plan",
+    "an open dataset",
+]
+_EN_TAIL = [
+    "Details will follow next week.",
+    "Many people attended the meeting.",
+    "The decision was welcomed.",
+    "More work remains to be done.",
+]
 
 
-_KO_PLACE = ["서울", "부산", "대구", "광주", "대전", "제주", "강릉", "전주", "수원", "춘천", "포항", "목포", "세종", "울산", "인천"]
-_KO_NOUN = ["도서관", "박물관", "시장", "공원", "학교", "병원", "연구소", "마을", "항구", "공장", "극장", "체육관"]
+_KO_PLACE = [
+    "서울",
+    "부산",
+    "대구",
+    "광주",
+    "대전",
+    "제주",
+    "강릉",
+    "전주",
+    "수원",
+    "춘천",
+    "포항",
+    "목포",
+    "세종",
+    "울산",
+    "인천",
+]
+_KO_NOUN = [
+    "도서관",
+    "박물관",
+    "시장",
+    "공원",
+    "학교",
+    "병원",
+    "연구소",
+    "마을",
+    "항구",
+    "공장",
+    "극장",
+    "체육관",
+]
 
 
 def _ko_doc(rng: random.Random, sentences: int) -> str:
@@ -481,7 +754,9 @@ def _en_doc(rng: random.Random, sentences: int) -> str:
 
 
 def _code_doc(rng: random.Random) -> str:
-    verb = rng.choice(["load", "parse", "count", "merge", "scale", "clean", "split", "rank", "group", "score"])
+    verb = rng.choice(
+        ["load", "parse", "count", "merge", "scale", "clean", "split", "rank", "group", "score"]
+    )
     noun = rng.choice(["rows", "tokens", "items", "files", "users", "events", "pages", "lines"])
     var = rng.choice(["value", "item", "entry", "record", "x"])
     n, m = rng.randrange(2, 99), rng.randrange(2, 17)
@@ -538,7 +813,9 @@ def generate_corpus(out_dir: str | Path, docs: int = 600, seed: int = 0) -> list
         records.append({"id": f"gen-{i:05d}", "text": text, "lang_hint": lang})
     # canaries: each planted in a fresh document (so no dedup removes them before the scrubber sees them)
     for j, canary in enumerate(canaries):
-        records.append({"id": f"canary-{j}", "text": _ko_doc(rng, 4) + f"\n비상 연락처와 정보: {canary} 입니다."})
+        records.append(
+            {"id": f"canary-{j}", "text": _ko_doc(rng, 4) + f"\n비상 연락처와 정보: {canary} 입니다."}
+        )
     # exact and near duplicates
     for k in range(docs // 10):
         src = records[rng.randrange(docs)]
