@@ -134,7 +134,7 @@ def check(text: str, lang: str, cfg: QualityConfig) -> str | None:
     if 1 - len(_PLAIN.findall(text)) / n > cfg.max_symbol_ratio:
         return "high_symbol_ratio"
     if lang == "ko":
-        non_space = n - sum(1 for c in text if c.isspace()) if n < 4096 else len("".join(words))
+        non_space = sum(map(len, words))
         syllables = len(_HANGUL_SYLLABLE.findall(text))
         jamo = len(_JAMO.findall(text))
         if jamo and jamo / (jamo + syllables) > cfg.max_jamo_ratio:

@@ -362,7 +362,7 @@ def write_byte_tokenizer(out_dir: str | Path) -> Path:
     vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
     vocab[BYTE_EOS] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)  # GPT-2 word split keeps BPE linear
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([BYTE_EOS])
     out_dir.mkdir(parents=True, exist_ok=True)
