@@ -151,10 +151,10 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         prompts = ids[:b, :32]
         k1_prompts = prompts.tolist()
 
-        def run_k1():
+        def run_k1(k1_prompts=k1_prompts):
             k1m.generate(k1_prompts, max_new_tokens=new_tokens)
 
-        def run_hf():
+        def run_hf(prompts=prompts):
             with torch.no_grad():
                 hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                             pad_token_id=0, eos_token_id=None)
