@@ -51,6 +51,8 @@ class TrainConfig:
     """ModelConfig fields changed from the preset (the TOML's [model] table)."""
     data: str = ""
     """Training tokens: a `k1 data prepare` manifest (manifest.json), or a .npy array of token ids."""
+    data_format: str = "tokens"
+    """How `data` is read: a key of k1.train.DATA_FORMATS (tokens: shards or .npy; others by stage)."""
     val_data: str = ""
     """Validation tokens (same forms); empty: the manifest's validation split, or val_fraction of data."""
     val_fraction: float = 0.05
@@ -165,6 +167,8 @@ class TrainConfig:
         need(self.keep_last >= 1, "keep_last must be at least 1")
         need(bool(self.data), "no training data: set data = \"path/to/manifest.json\" (from `k1 data prepare`)")
         get_objective(self.objective)
+        if self.data_format not in DATA_FORMATS:
+            raise ConfigError(f"{source}: data_format {self.data_format!r}{did_you_mean(self.data_format, list(DATA_FORMATS))}")
         if not Path(self.model).is_dir() and self.model not in PRESETS:
             raise ConfigError(f"{source}: model {self.model!r} is neither a model directory nor a preset"
                               f"{did_you_mean(self.model, list(PRESETS))}")
@@ -233,8 +237,19 @@ class TokenWindows:
             self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
         return self.window(int(self._perm[1][i]))
 
-    def batch(self, first: int, count: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.sample(first + j).astype(np.int64) for j in range(count)]))
+    def batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
+        """Samples first .. first + count - 1 of the run, as {"input_ids": (count, seq_len + 1)}."""
+        ids = np.stack([self.sample(first + j).astype(np.int64) for j in range(count)])
+        return {"input_ids": torch.from_numpy(ids)}
+
+    def max_token_id(self) -> int:
+        """Largest id in the first million tokens of each array (a cheap check against the vocabulary)."""
+        return max(int(np.max(a[: 1 << 20])) if len(a) else 0 for a in self.arrays)
+
+    def fixed_batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
+        """Windows first .. first + count - 1 in storage order: the same validation set every time."""
+        ids = np.stack([self.window((first + j) % self.n).astype(np.int64) for j in range(count)])
+        return {"input_ids": torch.from_numpy(ids)}
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -259,6 +274,37 @@ def open_tokens(path: str, split: str) -> tuple[list[np.ndarray], int | None]:
         ds = ShardDataset(p, split)
         return [a for a in ds if len(a)], ds.manifest.get("vocab_size")
     return [_load_array(p)], None
+
+
+def token_sources(cfg: TrainConfig) -> tuple[TokenWindows, TokenWindows, int | None]:
+    """Pretraining data: windows over token shards; validation from the manifest's split, from
+    val_data, or else the last val_fraction of the training windows."""
+    train_arrays, data_vocab = open_tokens(cfg.data, "train")
+    val_arrays = None
+    if cfg.val_data:
+        val_arrays, _ = open_tokens(cfg.val_data, "validation")
+    else:
+        try:
+            val_arrays, _ = open_tokens(cfg.data, "validation")
+        except K1Error:
+            val_arrays = None
+    if val_arrays is None or not any(len(a) for a in val_arrays):
+        whole = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
+        n_val = max(1, int(whole.n * cfg.val_fraction))
+        cut = (whole.n - n_val) * cfg.seq_len
+        joined = np.concatenate([np.asarray(a) for a in train_arrays]) if len(train_arrays) > 1 else train_arrays[0]
+        train_arrays, val_arrays = [joined[: cut + 1]], [joined[cut:]]
+    train = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
+    val = TokenWindows(val_arrays, cfg.seq_len, cfg.seed + 1, cfg.val_data or cfg.data)
+    return train, val, data_vocab
+
+
+# How `data` is read, by `data_format`. A source returns (train, validation, vocab size or None);
+# train and validation offer `n` (samples per epoch), `batch(first, count)` (the run's samples
+# first.., a pure function of seed and index) and `fixed_batch(first, count)` (a fixed evaluation
+# set). Batches are dicts the objective understands ("input_ids", optional "loss_mask",
+# "segment_ids", "position_ids"). SFT and distillation register their own formats.
+DATA_FORMATS: dict[str, Any] = {"tokens": token_sources}
 
 
 # ------------------------------------------------------------------------------------- schedule
@@ -453,23 +499,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         (out / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
 
     # Data and tokenizer first: every problem is reported before any compute is spent.
-    train_arrays, data_vocab = open_tokens(cfg.data, "train")
-    if cfg.val_data:
-        val_arrays, _ = open_tokens(cfg.val_data, "validation")
-    else:
-        try:
-            val_arrays, _ = open_tokens(cfg.data, "validation")
-        except K1Error:
-            val_arrays = None
-    if val_arrays is None or not any(len(a) for a in val_arrays):
-        # Hold out the tail of the training windows.
-        whole = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
-        n_val = max(1, int(whole.n * cfg.val_fraction))
-        cut = (whole.n - n_val) * cfg.seq_len
-        joined = np.concatenate([np.asarray(a) for a in train_arrays]) if len(train_arrays) > 1 else train_arrays[0]
-        train_arrays, val_arrays = [joined[: cut + 1]], [joined[cut:]]
-    data = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
-    val = TokenWindows(val_arrays, cfg.seq_len, cfg.seed + 1, cfg.val_data or cfg.data)
+    data, val, data_vocab = DATA_FORMATS[cfg.data_format](cfg)
 
     tok_vocab, special = (None, {})
     if cfg.tokenizer:
@@ -480,7 +510,10 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
     for name, v in (("tokenizer", tok_vocab), ("data", data_vocab)):
         if v and v > mcfg.vocab_size:
             raise K1Error(f"the {name}'s vocabulary ({v}) does not fit the model's vocab_size ({mcfg.vocab_size})")
-    max_id = max(int(np.max(a[: 1 << 20])) if len(a) else 0 for a in train_arrays)
+    if hasattr(data, "max_token_id"):
+        max_id = data.max_token_id()
+    else:
+        max_id = int(data.batch(0, min(cfg.batch_size, data.n))["input_ids"].max())
     if max_id >= mcfg.vocab_size:
         raise K1Error(f"{cfg.data}: token id {max_id} is outside the model's vocabulary ({mcfg.vocab_size})")
     if special and any(v is not None for v in special.values()):
@@ -528,7 +561,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             first = ((step * cfg.grad_accum + micro) * d.world + d.rank) * cfg.batch_size
-            batch = {"input_ids": data.batch(first, cfg.batch_size).to(d.device)}
+            batch = {k: v.to(d.device) for k, v in data.batch(first, cfg.batch_size).items()}
             with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 loss, metrics = objective(forward_model, batch, mtp_weight=cfg.mtp_weight)
                 if cfg.seq_aux_weight:
@@ -594,25 +627,22 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
 
 
 @torch.no_grad()
-def evaluate(model, val: TokenWindows, cfg: TrainConfig, d: parallel.Dist, autocast_dtype) -> float:
-    """Mean next-token loss over the first eval_batches x ranks validation windows (fixed set)."""
-    import torch.nn.functional as F
-
+def evaluate(model, val, cfg: TrainConfig, d: parallel.Dist, autocast_dtype) -> float:
+    """The objective's loss (without MTP) over the first eval_batches x ranks micro-batches of the
+    validation set: the same examples at every evaluation."""
+    objective = get_objective(cfg.objective)
     model.eval()
-    total, count = torch.zeros((), device=d.device), torch.zeros((), device=d.device)
+    total = torch.zeros((), device=d.device)
     n_batches = max(1, min(cfg.eval_batches, val.n // max(1, cfg.batch_size * d.world)))
     for b in range(n_batches):
         first = (b * d.world + d.rank) * cfg.batch_size
-        ids = torch.from_numpy(np.stack([val.window((first + j) % val.n).astype(np.int64)
-                                         for j in range(cfg.batch_size)])).to(d.device)
+        batch = {k: v.to(d.device) for k, v in val.fixed_batch(first, cfg.batch_size).items()}
         with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(ids[:, :-1])
-        total += F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
-        count += ids[:, 1:].numel()
+            loss, _ = objective(model, batch, mtp_weight=0.0)
+        total += loss.float()
     parallel.all_reduce(total, d)
-    parallel.all_reduce(count, d)
     model.train()
-    return (total / count).item()
+    return (total / (n_batches * d.world)).item()
 
 
 def _balance(moes, loads: dict[str, torch.Tensor], rate: float, d: parallel.Dist) -> None:
