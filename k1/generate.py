@@ -29,6 +29,8 @@ class SamplingParams:
     """0 keeps all tokens."""
     stop_token_ids: Sequence[int] = ()
     seed: int | None = None
+    quantized_cache: bool = False
+    """Keep the latent cache in int8 (about half the bytes; see model.LatentCache)."""
 
     def validate(self) -> None:
         if not 0 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
@@ -93,7 +95,7 @@ def stream(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Non
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     ids, mask = _left_pad(prompts, pad, device)
     ragged = not bool(mask.all())
-    cache = model.new_cache(len(prompts), capacity=longest + params.max_new_tokens)
+    cache = model.new_cache(len(prompts), capacity=longest + params.max_new_tokens, quantized=params.quantized_cache)
     logits = model(ids, attention_mask=mask if ragged else None, cache=cache)[:, -1]
     stops = set(params.stop_token_ids)
     done = [False] * len(prompts)

@@ -121,28 +121,47 @@ class LatentCache:
     That is kv_lora_rank + qk_rope_head_dim values per token per layer, instead of
     2 * heads * head_dim for ordinary attention. Storage is allocated in blocks of `block` tokens
     and grows by whole blocks, so a decode step writes in place and never copies the cache.
+
+    quantized=True stores int8 values with one scale per token and tensor (absmax / 127, kept in
+    bf16): (r + dr) + 4 bytes per token per layer, about half the bf16 cache. Attention then reads
+    the dequantized values.
     """
 
     def __init__(self, cfg: ModelConfig, batch: int, capacity: int = 0, block: int = 256,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 quantized: bool = False, layers: int | None = None):
         self.cfg, self.batch, self.block = cfg, batch, block
-        self.dtype, self.device = dtype, device
+        self.dtype, self.device, self.quantized = dtype, device, quantized
+        self.layers = layers if layers is not None else cfg.num_hidden_layers
         self.length = 0
         self.capacity = 0
         self.latent: list[torch.Tensor] = []
         self.rope: list[torch.Tensor] = []
+        self.scales: list[torch.Tensor] = []  # quantized: (batch, capacity, 2) for latent and rope
         if capacity and dtype is not None:
             self._grow(capacity)
 
     def _grow(self, needed: int) -> None:
         cap = -(-needed // self.block) * self.block
-        L, r, d = self.cfg.num_hidden_layers, self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim
-        new_latent = [torch.zeros(self.batch, cap, r, dtype=self.dtype, device=self.device) for _ in range(L)]
-        new_rope = [torch.zeros(self.batch, cap, d, dtype=self.dtype, device=self.device) for _ in range(L)]
-        for i in range(len(self.latent)):
-            new_latent[i][:, : self.length] = self.latent[i][:, : self.length]
-            new_rope[i][:, : self.length] = self.rope[i][:, : self.length]
-        self.latent, self.rope, self.capacity = new_latent, new_rope, cap
+        r, d = self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim
+        store = torch.int8 if self.quantized else self.dtype
+
+        def grown(old: list[torch.Tensor], width: int, dtype) -> list[torch.Tensor]:
+            new = [torch.zeros(self.batch, cap, width, dtype=dtype, device=self.device) for _ in range(self.layers)]
+            for i, t in enumerate(old):
+                new[i][:, : self.length] = t[:, : self.length]
+            return new
+
+        self.latent, self.rope = grown(self.latent, r, store), grown(self.rope, d, store)
+        if self.quantized:
+            self.scales = grown(self.scales, 2, torch.bfloat16)
+        self.capacity = cap
+
+    @staticmethod
+    def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = (x.float().abs().amax(-1, keepdim=True) / 127.0).clamp(min=1e-8).to(torch.bfloat16)
+        q = (x.float() / scale.float()).round().clamp(-127, 127).to(torch.int8)
+        return q, scale
 
     def update(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (batch, seq, r) and (batch, seq, d) at the current position; return all so far."""
@@ -152,16 +171,29 @@ class LatentCache:
         if self.length + s > self.capacity:
             self._grow(self.length + s)
         end = self.length + s
-        self.latent[layer][:, self.length : end] = latent
-        self.rope[layer][:, self.length : end] = k_rope
-        return self.latent[layer][:, :end], self.rope[layer][:, :end]
+        if not self.quantized:
+            self.latent[layer][:, self.length : end] = latent
+            self.rope[layer][:, self.length : end] = k_rope
+            return self.latent[layer][:, :end], self.rope[layer][:, :end]
+        ql, sl = self._quantize(latent)
+        qr, sr = self._quantize(k_rope)
+        self.latent[layer][:, self.length : end] = ql
+        self.rope[layer][:, self.length : end] = qr
+        self.scales[layer][:, self.length : end] = torch.cat((sl, sr), dim=-1)
+        scales = self.scales[layer][:, :end].to(latent.dtype)
+        return (self.latent[layer][:, :end].to(latent.dtype) * scales[..., :1],
+                self.rope[layer][:, :end].to(latent.dtype) * scales[..., 1:])
 
     def advance(self, n: int) -> None:
         self.length += n
 
     def bytes_per_token(self) -> int:
+        """Bytes stored per token across all layers."""
+        r, d = self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim
+        if self.quantized:
+            return self.layers * (r + d + 2 * 2)
         elem = torch.finfo(self.dtype or torch.float32).bits // 8
-        return self.cfg.num_hidden_layers * (self.cfg.kv_lora_rank + self.cfg.qk_rope_head_dim) * elem
+        return self.layers * (r + d) * elem
 
 
 class Attention(nn.Module):
@@ -457,9 +489,10 @@ class Transformer(nn.Module):
             outs.append(h)
         return outs
 
-    def new_cache(self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None) -> LatentCache:
+    def new_cache(self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None,
+                  quantized: bool = False) -> LatentCache:
         p = next(self.parameters())
-        return LatentCache(self.config, batch, capacity, dtype=dtype or p.dtype, device=p.device)
+        return LatentCache(self.config, batch, capacity, dtype=dtype or p.dtype, device=p.device, quantized=quantized)
 
     def generate(self, prompts, **kwargs):
         """Generate continuations of token-id prompts; see `k1.generate.generate` for the options."""
