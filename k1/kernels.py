@@ -56,9 +56,11 @@ def moe_experts(x, idx, weights, gate_up, down):
     h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
     y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, hidden)
-    y = y * weights.reshape(-1)[order, None].to(dtype)
-    out = torch.zeros(n, x.shape[1], dtype=y.dtype, device=x.device)
-    return out.index_add_(0, token, y).to(x.dtype)
+    # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    y = y.index_select(0, inverse).view(n, k, -1)  # (tokens, k, hidden)
+    return torch.bmm(weights.to(dtype).unsqueeze(1), y).squeeze(1).to(x.dtype)
 
 
 def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
