@@ -1,0 +1,1 @@
+"""Evaluation: tasks, answer extraction, the code sandbox, model backends, scoring and reports."""
