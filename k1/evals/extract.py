@@ -22,8 +22,10 @@ THINK_CLOSE = "</think>"
 
 # Answers longer than this are not answers; stops pathological regex work on garbage output.
 MAX_ANSWER_CHARS = 512
-# Relative tolerance for numeric answers (as in Qwen2.5-Math's evaluation): 2/3 == 0.6666666666666666.
-REL_TOL = 1e-4
+# Numbers compare exactly (448001 != 448000, 224.88 != 224.87), except against a long decimal, which
+# is a rounded repeating value: then within this relative tolerance (2/3 == 0.6666666666666666).
+REL_TOL = 1e-6
+LONG_DECIMAL = 8
 
 
 @dataclass(frozen=True)
@@ -206,21 +208,22 @@ def parse_number(answer: str | None) -> Fraction | None:
 
 
 def answers_equal(predicted: str | None, gold: str) -> bool:
-    """Does a predicted (normalized) answer match the gold answer? Numbers compare as numbers."""
+    """Does a predicted answer match the gold answer? Numbers compare as numbers (see REL_TOL)."""
     if predicted is None:
         return False
+    predicted = normalize_answer(predicted)
     gold_norm = normalize_answer(gold)
     p, g = parse_number(predicted), parse_number(gold_norm)
     if p is not None and g is not None:
         candidates = [p, p / 100] if predicted.endswith("%") else [p]
-        return any(_close(c, g) for c in candidates)
+        rounded = max(_decimals(predicted), _decimals(gold_norm)) >= LONG_DECIMAL
+        return any(c == g or (rounded and math.isclose(float(c), float(g), rel_tol=REL_TOL)) for c in candidates)
     return predicted == gold_norm
 
 
-def _close(a: Fraction, b: Fraction) -> bool:
-    if a == b:
-        return True
-    return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=0.0)
+def _decimals(number: str) -> int:
+    m = re.search(r"\.(\d+)", number)
+    return len(m.group(1)) if m else 0
 
 
 # ---------------------------------------------------------------------------------------------

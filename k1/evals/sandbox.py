@@ -391,6 +391,13 @@ def _k1_boot():
 
         sys.addaudithook(hook)
 
+    import builtins
+
+    def _exit(code=None):
+        raise SystemExit(code)
+
+    # `python -S` skips site, which is what defines exit() and quit(); contest code calls them.
+    builtins.exit = builtins.quit = _exit
     marker = cfg["marker"].encode()
     main = os.path.join(work, "main.py")
     with open(main, "rb") as f:

@@ -1,0 +1,101 @@
+"""Helpers for the eval tests: where the shared data lives, and tiny models: a byte-level BPE tokenizer with a think-aware chat template and a
+random A.X K1 (transformers' AXK1 classes) a few thousand parameters big, saved as a model directory.
+
+`memorize` trains such a model for a few seconds until it reproduces given texts greedily, which
+gives tests a model whose right answers are known.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under shared/data (found above the checkout, or at $K1_SHARED_DATA); skips when absent."""
+    roots = [Path(os.environ["K1_SHARED_DATA"])] if os.environ.get("K1_SHARED_DATA") else []
+    roots += [p / "shared" / "data" for p in Path(__file__).resolve().parents]
+    for root in roots:
+        if root.is_dir():
+            path = root.joinpath(*parts)
+            if path.exists():
+                return path
+    pytest.skip(f"shared/data/{'/'.join(parts)} is not present")
+
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+# Qwen3-style: non-think mode closes an empty reasoning block in the prompt; think mode opens one.
+CHAT_TEMPLATE = (
+    "{%- for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{%- else %}<think>\n{%- endif %}{%- endif %}"
+)
+
+CORPUS = [
+    "안녕하세요. 정답은 42입니다. 단계별로 풀이하고, 최종 답을 \\boxed{} 안에 쓰세요.",
+    "Please reason step by step, and put your final answer within \\boxed{}. The answer is 7.",
+    "def add(a, b):\n    return a + b\n",
+    "비가 왔다. 그래서 우산을 썼다. 질문: 답변: 예 아니오",
+]
+
+
+def tiny_tokenizer(chat: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=360, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE if chat else None)
+
+
+def tiny_model(tokenizer, seed: int = 0, moe: bool = True):
+    import torch
+    from transformers import AutoModelForCausalLM, AXK1Config
+
+    cfg = AXK1Config(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, moe_intermediate_size=24,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, n_shared_experts=1, n_routed_experts=4,
+        n_group=1, topk_group=1, num_experts_per_tok=2, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+        v_head_dim=16, qk_nope_head_dim=16, max_position_embeddings=1024, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, mlp_layer_types=["dense", "sparse" if moe else "dense"],
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def save(model, tokenizer, path: Path) -> Path:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def memorize(model, tokenizer, pairs: list[tuple[str, str]], steps: int = 200, lr: float = 1e-2):
+    """Overfit `model` to answer each (prompt, target) pair with target (loss on the target only)."""
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    texts = [p + t for p, t in pairs]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    for row, (p, _) in enumerate(pairs):
+        labels[row, : len(tokenizer(p, add_special_tokens=False)["input_ids"])] = -100
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+    return loss.item()
