@@ -99,3 +99,85 @@ def memorize(model, tokenizer, pairs: list[tuple[str, str]], steps: int = 200, l
             break
     model.eval()
     return loss.item()
+
+
+def fake_logprob(ch: str) -> float:
+    """The fake endpoint's log-probability of a character (its tokens are characters)."""
+    return -(ord(ch) % 5) - 0.25
+
+
+class FakeOpenAI:
+    """A tiny OpenAI-compatible server on 127.0.0.1 for tests: answers come from `answer(prompt)`.
+
+    `answer` returns (reasoning, content); reasoning is sent as `reasoning_content` when the request
+    asked for thinking. /v1/completions with echo returns per-character prompt log-probabilities.
+    """
+
+    def __init__(self, answer, key: str | None = None):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, code: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorized(self) -> bool:
+                if key and self.headers.get("Authorization") != f"Bearer {key}":
+                    self._send(401, {"error": {"message": "bad key"}})
+                    return False
+                return True
+
+            def do_GET(self):
+                if self._authorized():
+                    self._send(200, {"data": [{"id": "fake-k1", "object": "model"}]})
+
+            def do_POST(self):
+                if not self._authorized():
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, **body})
+                if self.path.endswith("/chat/completions"):
+                    prompt = body["messages"][-1]["content"]
+                    think = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking"))
+                    reasoning, content = answer(prompt)
+                    message = {"role": "assistant", "content": content}
+                    if think and reasoning:
+                        message["reasoning_content"] = reasoning
+                    used = len(content) + (len(reasoning) if think and reasoning else 0)
+                    self._send(200, {"choices": [{"message": message, "finish_reason": "stop"}],
+                                     "usage": {"completion_tokens": used}})
+                elif body.get("echo"):
+                    text = body["prompt"]
+                    values = [None] + [fake_logprob(c) for c in text[1:]] + [-1.0]
+                    offsets = list(range(len(text))) + [len(text)]
+                    self._send(200, {"choices": [{"text": text + "x", "finish_reason": "length", "logprobs": {
+                        "tokens": list(text) + ["x"], "token_logprobs": values, "text_offset": offsets}}]})
+                else:
+                    _, content = answer(body["prompt"])
+                    self._send(200, {"choices": [{"text": content, "finish_reason": "stop"}],
+                                     "usage": {"completion_tokens": len(content)}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

@@ -124,6 +124,8 @@ def test_split_thinking_and_adherence():
     assert adheres(split_thinking("<think>\n\n</think>\n\n\\boxed{3}"), think=False)
     assert adheres(split_thinking("\\boxed{3}"), think=False)
     assert not adheres(split_thinking("\\boxed{3}"), think=True)
+    # a code body keeps its indentation (regression: stripping it broke HumanEval continuations)
+    assert split_thinking("\n    return x\n").answer == "    return x"
     # numbers in the reasoning never count as the answer
     assert extract_answer(split_thinking("<think>maybe 99</think>no idea").answer) is None
 

@@ -40,6 +40,12 @@ class Thought:
     """True when the reasoning block was closed (or there was none)."""
 
 
+def _trim(answer: str) -> str:
+    # Blank lines and trailing space go; the first line's indentation stays (a code completion
+    # continuing a function body starts indented).
+    return re.sub(r"^(?:[ \t]*\r?\n)+", "", answer).rstrip()
+
+
 def split_thinking(text: str, started_in_think: bool = False) -> Thought:
     """Split `text` at its reasoning block.
 
@@ -51,14 +57,14 @@ def split_thinking(text: str, started_in_think: bool = False) -> Thought:
         head = text[:close]
         opened = head.find(THINK_OPEN)
         reasoning = head[opened + len(THINK_OPEN) :] if opened >= 0 else head
-        return Thought(reasoning.strip(), text[close + len(THINK_CLOSE) :].strip(), True)
+        return Thought(reasoning.strip(), _trim(text[close + len(THINK_CLOSE) :]), True)
     opened = text.find(THINK_OPEN)
     if opened >= 0:
         # An opened block that never closed (out of tokens, or a confused model): no answer was given.
-        return Thought(text[opened + len(THINK_OPEN) :].strip(), text[:opened].strip(), False)
+        return Thought(text[opened + len(THINK_OPEN) :].strip(), _trim(text[:opened]), False)
     if started_in_think:
         return Thought(text.strip(), "", False)
-    return Thought(None, text.strip(), True)
+    return Thought(None, _trim(text), True)
 
 
 def adheres(thought: Thought, think: bool) -> bool:
