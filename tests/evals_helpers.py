@@ -50,11 +50,19 @@ def tiny_tokenizer(chat: bool = True):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=360, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=360,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHAT_TEMPLATE if chat else None)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE if chat else None,
+    )
 
 
 def tiny_model(tokenizer, seed: int = 0, moe: bool = True):
@@ -62,11 +70,28 @@ def tiny_model(tokenizer, seed: int = 0, moe: bool = True):
     from transformers import AutoModelForCausalLM, AXK1Config
 
     cfg = AXK1Config(
-        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, moe_intermediate_size=24,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, n_shared_experts=1, n_routed_experts=4,
-        n_group=1, topk_group=1, num_experts_per_tok=2, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
-        v_head_dim=16, qk_nope_head_dim=16, max_position_embeddings=1024, bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, mlp_layer_types=["dense", "sparse" if moe else "dense"],
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        moe_intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        n_shared_experts=1,
+        n_routed_experts=4,
+        n_group=1,
+        topk_group=1,
+        num_experts_per_tok=2,
+        kv_lora_rank=16,
+        q_lora_rank=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        qk_nope_head_dim=16,
+        max_position_embeddings=1024,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        mlp_layer_types=["dense", "sparse" if moe else "dense"],
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg).eval()
@@ -156,18 +181,42 @@ class FakeOpenAI:
                     if think and reasoning:
                         message["reasoning_content"] = reasoning
                     used = len(content) + (len(reasoning) if think and reasoning else 0)
-                    self._send(200, {"choices": [{"message": message, "finish_reason": "stop"}],
-                                     "usage": {"completion_tokens": used}})
+                    self._send(
+                        200,
+                        {
+                            "choices": [{"message": message, "finish_reason": "stop"}],
+                            "usage": {"completion_tokens": used},
+                        },
+                    )
                 elif body.get("echo"):
                     text = body["prompt"]
                     values = [None] + [fake_logprob(c) for c in text[1:]] + [-1.0]
                     offsets = list(range(len(text))) + [len(text)]
-                    self._send(200, {"choices": [{"text": text + "x", "finish_reason": "length", "logprobs": {
-                        "tokens": list(text) + ["x"], "token_logprobs": values, "text_offset": offsets}}]})
+                    self._send(
+                        200,
+                        {
+                            "choices": [
+                                {
+                                    "text": text + "x",
+                                    "finish_reason": "length",
+                                    "logprobs": {
+                                        "tokens": list(text) + ["x"],
+                                        "token_logprobs": values,
+                                        "text_offset": offsets,
+                                    },
+                                }
+                            ]
+                        },
+                    )
                 else:
                     _, content = answer(body["prompt"])
-                    self._send(200, {"choices": [{"text": content, "finish_reason": "stop"}],
-                                     "usage": {"completion_tokens": len(content)}})
+                    self._send(
+                        200,
+                        {
+                            "choices": [{"text": content, "finish_reason": "stop"}],
+                            "usage": {"completion_tokens": len(content)},
+                        },
+                    )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -181,3 +230,18 @@ class FakeOpenAI:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+class one_thread:  # noqa: N801 - used like a function: `with one_thread():`
+    """Run tiny models on one thread: on a busy two-core machine, two threads are many times slower."""
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)

@@ -11,14 +11,13 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from evals_helpers import shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from k1.evals.extract import adheres, answers_equal, extract_answer, extract_code, split_thinking
 from k1.evals.metrics import generative_metrics, majority, pass_at_k, sample_record
 from k1.evals.run import score
-
-from evals_helpers import shared_data
 
 
 @pytest.mark.parametrize(
@@ -87,24 +86,44 @@ def test_boxed_beats_phrases_and_later_numbers():
 
 
 def test_garbage_gives_no_crash():
-    for text in ["\\boxed{", "\\boxed{{{{", "정답:", "####", "\x00\x01\ufffd" * 100, "9" * 10000, "\\frac{1}{0}",
-                 "1/0", "\\boxed{\\frac{1}{0}}"]:
+    for text in [
+        "\\boxed{",
+        "\\boxed{{{{",
+        "정답:",
+        "####",
+        "\x00\x01\ufffd" * 100,
+        "9" * 10000,
+        "\\frac{1}{0}",
+        "1/0",
+        "\\boxed{\\frac{1}{0}}",
+    ]:
         extracted = extract_answer(text)
         assert extracted is None or isinstance(extracted, str)
         answers_equal(extracted, "1")
 
 
 @settings(max_examples=200, deadline=None)
-@given(num=st.integers(-10**6, 10**6), den=st.integers(1, 50), style=st.integers(0, 6))
+@given(num=st.integers(-(10**6), 10**6), den=st.integers(1, 50), style=st.integers(0, 6))
 def test_rendered_numbers_roundtrip(num, den, style):
     """Any rational, written in any of the answer styles, extracts to a value equal to itself."""
     value = Fraction(num, den)
     if value.denominator == 1:
         plain = f"{value.numerator:,}" if style % 2 else str(value.numerator)
     else:
-        plain = f"\\frac{{{value.numerator}}}{{{value.denominator}}}" if style % 2 else f"{value.numerator}/{value.denominator}"
-    text = [f"\\boxed{{{plain}}}", f"The answer is {plain}.", f"정답: {plain}", f"#### {plain}",
-            f"따라서 답은 {plain}입니다.", f"so we get {plain}", f"Final answer: ${plain}$"][style]
+        plain = (
+            f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+            if style % 2
+            else f"{value.numerator}/{value.denominator}"
+        )
+    text = [
+        f"\\boxed{{{plain}}}",
+        f"The answer is {plain}.",
+        f"정답: {plain}",
+        f"#### {plain}",
+        f"따라서 답은 {plain}입니다.",
+        f"so we get {plain}",
+        f"Final answer: ${plain}$",
+    ][style]
     gold = str(float(value)) if value.denominator != 1 else str(value.numerator)
     assert answers_equal(extract_answer(text), gold), (text, gold)
 
@@ -173,10 +192,20 @@ def test_majority_and_maj_metric():
     assert majority(["3", None, "5", "5", "3"]) == "3"  # tie: first given
     assert majority([None, None]) is None
     records = [
-        {"id": "a", "samples": [{"correct": c, "n_tokens": 10, "finish": "stop", "adherent": True} for c in (1, 0, 0, 1)],
-         "maj_correct": True},
-        {"id": "b", "samples": [{"correct": c, "n_tokens": 30, "finish": "length", "adherent": False} for c in (0, 0, 0, 0)],
-         "maj_correct": False},
+        {
+            "id": "a",
+            "samples": [
+                {"correct": c, "n_tokens": 10, "finish": "stop", "adherent": True} for c in (1, 0, 0, 1)
+            ],
+            "maj_correct": True,
+        },
+        {
+            "id": "b",
+            "samples": [
+                {"correct": c, "n_tokens": 30, "finish": "length", "adherent": False} for c in (0, 0, 0, 0)
+            ],
+            "maj_correct": False,
+        },
     ]
     m = generative_metrics(records, ks=(1, 2))
     assert m["pass@1"] == pytest.approx(0.25) and m["maj@4"] == 0.5
@@ -193,22 +222,34 @@ def _wrong(answer: str) -> str:
     return str(value + 1) if value.denominator == 1 else str(float(value) * 1.5 + 1)
 
 
-FORMATS = ["\\boxed{{{}}}", "The answer is {}.", "정답: {}", "따라서 답은 {}입니다.", "#### {}", "We end up with {} in all"]
+FORMATS = [
+    "\\boxed{{{}}}",
+    "The answer is {}.",
+    "정답: {}",
+    "따라서 답은 {}입니다.",
+    "#### {}",
+    "We end up with {} in all",
+]
 
 
 def _samples(tmp_path: Path, rows: list[tuple[str, str]]) -> Path:
     path = tmp_path / "samples.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "completion": c}, ensure_ascii=False) + "\n" for i, c in rows))
+    path.write_text(
+        "".join(json.dumps({"id": i, "completion": c}, ensure_ascii=False) + "\n" for i, c in rows)
+    )
     return path
 
 
-@pytest.mark.parametrize(("task", "file"), [
-    ("gsm8k", "math/gsm8k_train_head200.jsonl"),
-    ("aime", "math/aime24_test.jsonl"),
-    ("kor_math", "math/kor-D_addsub-train.json"),
-    ("kor_math", "math/kor-D_multiarith-train.json"),
-    ("kor_math", "math/kor-D_single_eq-train.json"),
-])
+@pytest.mark.parametrize(
+    ("task", "file"),
+    [
+        ("gsm8k", "math/gsm8k_train_head200.jsonl"),
+        ("aime", "math/aime24_test.jsonl"),
+        ("kor_math", "math/kor-D_addsub-train.json"),
+        ("kor_math", "math/kor-D_multiarith-train.json"),
+        ("kor_math", "math/kor-D_single_eq-train.json"),
+    ],
+)
 def test_real_math_references_score_100_and_wrong_0(task, file, tmp_path):
     from k1.evals.tasks import get_task
 

@@ -12,18 +12,23 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from evals_helpers import FakeOpenAI, fake_logprob, memorize, save, tiny_model, tiny_tokenizer  # noqa: E402
+
 from k1.errors import K1Error  # noqa: E402
 from k1.evals.models import HFModel, load_model  # noqa: E402
 from k1.evals.run import EvalConfig, TaskSpec, run  # noqa: E402
 from k1.evals.sandbox import Limits  # noqa: E402
 from k1.evals.tasks import MathDoc, Prompt, get_task  # noqa: E402
 
-from evals_helpers import FakeOpenAI, fake_logprob, memorize, save, tiny_model, tiny_tokenizer  # noqa: E402
-
 FIXTURES = Path(__file__).parent / "fixtures" / "evals"
-PROBLEMS = [("사과 3개와 4개를 더하면 모두 몇 개인가요?", "7", "3+4=7"), ("12 곱하기 3은 얼마인가요?", "36", "12*3=36")]
-COPA_TSV = ("ID\tsentence\tquestion\t1\t2\tAnswer\n1\t비가 왔다.\t결과\t우산을 썼다.\t선글라스를 썼다.\t1\n"
-            "2\t배가 고팠다.\t결과\t밥을 먹었다.\t잠을 잤다.\t1\n3\t길이 미끄러웠다.\t원인\t눈이 왔다.\t해가 떴다.\t1\n")
+PROBLEMS = [
+    ("사과 3개와 4개를 더하면 모두 몇 개인가요?", "7", "3+4=7"),
+    ("12 곱하기 3은 얼마인가요?", "36", "12*3=36"),
+]
+COPA_TSV = (
+    "ID\tsentence\tquestion\t1\t2\tAnswer\n1\t비가 왔다.\t결과\t우산을 썼다.\t선글라스를 썼다.\t1\n"
+    "2\t배가 고팠다.\t결과\t밥을 먹었다.\t잠을 잤다.\t1\n3\t길이 미끄러웠다.\t원인\t눈이 왔다.\t해가 떴다.\t1\n"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +43,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def math_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "math_ko.jsonl"
-    path.write_text("".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n" for q, a, _ in PROBLEMS))
+    path.write_text(
+        "".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n" for q, a, _ in PROBLEMS)
+    )
     return path
 
 
@@ -66,8 +73,12 @@ def trained_dir(tmp_path_factory) -> Path:
     for question, answer, work in PROBLEMS:
         doc = MathDoc("x", question, answer)
         for think in (True, False):
-            prompt = tok.apply_chat_template(task.prompt(doc, think, chat=True).messages, tokenize=False,
-                                             add_generation_prompt=True, enable_thinking=think)
+            prompt = tok.apply_chat_template(
+                task.prompt(doc, think, chat=True).messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                enable_thinking=think,
+            )
             target = f"{work}\n</think>\n\n정답: \\boxed{{{answer}}}" if think else f"\\boxed{{{answer}}}"
             pairs.append((prompt, target + tok.eos_token))
     # a raw-text continuation for the stop-string test
@@ -88,8 +99,14 @@ def _direct_loglikelihood(model: HFModel, context: str, continuation: str) -> fl
 
 def test_loglikelihood_batches_match_single_sequences(random_dir):
     batched, single = HFModel(str(random_dir), batch_size=4), HFModel(str(random_dir), batch_size=1)
-    requests = [("비가 왔다. 그래서", " 우산을 썼다."), ("짧은", " 답"), ("The answer is", " 42"),
-                ("Question: what is 2+2?", " 4"), ("", "hello"), ("끝에 공백 ", "이 있다")]
+    requests = [
+        ("비가 왔다. 그래서", " 우산을 썼다."),
+        ("짧은", " 답"),
+        ("The answer is", " 42"),
+        ("Question: what is 2+2?", " 4"),
+        ("", "hello"),
+        ("끝에 공백 ", "이 있다"),
+    ]
     got = batched.loglikelihood(requests)
     assert got == pytest.approx(single.loglikelihood(requests), abs=1e-4)
     for (context, continuation), value in zip(requests[:4], got[:4], strict=True):
@@ -99,7 +116,9 @@ def test_loglikelihood_batches_match_single_sequences(random_dir):
 
 def test_batched_generation_matches_one_at_a_time(random_dir):
     task = get_task("math_ko")
-    prompts = [task.prompt(MathDoc(str(i), q, a), think=False, chat=True) for i, (q, a, _) in enumerate(PROBLEMS)]
+    prompts = [
+        task.prompt(MathDoc(str(i), q, a), think=False, chat=True) for i, (q, a, _) in enumerate(PROBLEMS)
+    ]
     prompts.append(Prompt(messages=[{"role": "user", "content": "짧게"}]))
     batched = HFModel(str(random_dir), batch_size=3).generate(prompts, max_new_tokens=12)
     single = HFModel(str(random_dir), batch_size=1).generate(prompts, max_new_tokens=12)
@@ -120,16 +139,22 @@ def test_trained_model_answers_and_stops(trained_dir):
     model = HFModel(str(trained_dir))
     out = model.generate([Prompt(text="Question: 1+1?\nAnswer:")], max_new_tokens=30, stop=("\n\nQuestion:",))
     assert out[0][0].text == " 2" and out[0][0].finish_reason == "stop"
-    think = model.generate([get_task("math_ko").prompt(MathDoc("a", *PROBLEMS[0][:2]), think=True, chat=True)],
-                           max_new_tokens=40)[0][0]
+    think = model.generate(
+        [get_task("math_ko").prompt(MathDoc("a", *PROBLEMS[0][:2]), think=True, chat=True)], max_new_tokens=40
+    )[0][0]
     # the template opened the reasoning block, so the completion is reported starting inside it
     assert think.text.startswith("<think>") and "</think>" in think.text and think.text.endswith("\\boxed{7}")
 
 
 def test_run_think_and_non_think_end_to_end(trained_dir, math_file, tmp_path):
     out = tmp_path / "run"
-    cfg = EvalConfig(model=str(trained_dir), tasks=[TaskSpec("math_ko", str(math_file))], modes=["think", "non-think"],
-                     max_new_tokens=40, out=str(out))
+    cfg = EvalConfig(
+        model=str(trained_dir),
+        tasks=[TaskSpec("math_ko", str(math_file))],
+        modes=["think", "non-think"],
+        max_new_tokens=40,
+        out=str(out),
+    )
     results = run(cfg)
     think, plain = (results["tasks"]["math_ko"]["modes"][m] for m in ("think", "non-think"))
     assert think["pass@1"] == 1.0 and plain["pass@1"] == 1.0
@@ -158,8 +183,13 @@ class _Counting:
 
 
 def test_run_resumes_after_a_crash(trained_dir, math_file, tmp_path):
-    cfg = EvalConfig(model=str(trained_dir), tasks=[TaskSpec("math_ko", str(math_file))], max_new_tokens=40,
-                     batch_size=1, out=str(tmp_path / "run"))
+    cfg = EvalConfig(
+        model=str(trained_dir),
+        tasks=[TaskSpec("math_ko", str(math_file))],
+        max_new_tokens=40,
+        batch_size=1,
+        out=str(tmp_path / "run"),
+    )
     first = _Counting(HFModel(str(trained_dir)))
     run(cfg, model=first)
     assert first.prompts == 2
@@ -179,11 +209,20 @@ def test_run_resumes_after_a_crash(trained_dir, math_file, tmp_path):
 
 def test_garbage_model_gets_a_score(random_dir, math_file, copa_file, tmp_path):
     """A random model's output is nonsense; every task still ends with a score, nothing crashes."""
-    cfg = EvalConfig(model=str(random_dir), modes=["think", "non-think"], max_new_tokens=16, num_fewshot=1,
-                     tasks=[TaskSpec("math_ko", str(math_file)), TaskSpec("kobest_copa", str(copa_file)),
-                            TaskSpec("humaneval", str(FIXTURES / "humaneval_tiny.jsonl")),
-                            TaskSpec("livecodebench", str(FIXTURES / "livecodebench_tiny.jsonl"))],
-                     sandbox=Limits(timeout_s=5), out=str(tmp_path / "run"))
+    cfg = EvalConfig(
+        model=str(random_dir),
+        modes=["think", "non-think"],
+        max_new_tokens=16,
+        num_fewshot=1,
+        tasks=[
+            TaskSpec("math_ko", str(math_file)),
+            TaskSpec("kobest_copa", str(copa_file)),
+            TaskSpec("humaneval", str(FIXTURES / "humaneval_tiny.jsonl")),
+            TaskSpec("livecodebench", str(FIXTURES / "livecodebench_tiny.jsonl")),
+        ],
+        sandbox=Limits(timeout_s=5),
+        out=str(tmp_path / "run"),
+    )
     results = run(cfg)
     for task, entry in results["tasks"].items():
         for mode, metrics in entry["modes"].items():
@@ -197,8 +236,13 @@ def test_garbage_model_gets_a_score(random_dir, math_file, copa_file, tmp_path):
 def test_think_mode_needs_a_chat_template(tmp_path, math_file):
     tok = tiny_tokenizer(chat=False)
     model_dir = save(tiny_model(tok), tok, tmp_path / "base")
-    cfg = EvalConfig(model=str(model_dir), tasks=[TaskSpec("math_ko", str(math_file))], modes=["think"],
-                     max_new_tokens=4, out=str(tmp_path / "run"))
+    cfg = EvalConfig(
+        model=str(model_dir),
+        tasks=[TaskSpec("math_ko", str(math_file))],
+        modes=["think"],
+        max_new_tokens=4,
+        out=str(tmp_path / "run"),
+    )
     with pytest.raises(K1Error, match="no chat template"):
         run(cfg)
     # non-think works on a base model: raw-text prompts with stop strings
@@ -206,14 +250,19 @@ def test_think_mode_needs_a_chat_template(tmp_path, math_file):
     assert "math_ko" in run(cfg)["tasks"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("k1.checkpoint") is None or importlib.util.find_spec("k1.generate") is None,
-                    reason="the native k1 backend needs k1.checkpoint and k1.generate (the model work)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("k1.checkpoint") is None or importlib.util.find_spec("k1.generate") is None,
+    reason="the native k1 backend needs k1.checkpoint and k1.generate (the model work)",
+)
 def test_k1_backend_agrees_with_transformers(random_dir):
     native, hf = load_model(str(random_dir), "k1"), load_model(str(random_dir), "hf")
     requests = [("비가 왔다. 그래서", " 우산을 썼다."), ("The answer is", " 42")]
     assert native.loglikelihood(requests) == pytest.approx(hf.loglikelihood(requests), abs=1e-3)
     prompt = [Prompt(messages=[{"role": "user", "content": "안녕"}])]
-    assert native.generate(prompt, max_new_tokens=8)[0][0].text == hf.generate(prompt, max_new_tokens=8)[0][0].text
+    assert (
+        native.generate(prompt, max_new_tokens=8)[0][0].text
+        == hf.generate(prompt, max_new_tokens=8)[0][0].text
+    )
 
 
 # -- OpenAI-compatible endpoints ---------------------------------------------------------------
@@ -239,7 +288,9 @@ def test_openai_backend_generates_and_scores_choices(monkeypatch):
         task = get_task("math_ko")
         prompts = [task.prompt(MathDoc("a", *PROBLEMS[0][:2]), think=t, chat=True) for t in (True, False)]
         think, plain = (c[0] for c in model.generate(prompts, max_new_tokens=64))
-        assert think.text == "<think>3+4=7</think>정답: \\boxed{7}" and think.n_tokens == len("3+4=7정답: \\boxed{7}")
+        assert think.text == "<think>3+4=7</think>정답: \\boxed{7}" and think.n_tokens == len(
+            "3+4=7정답: \\boxed{7}"
+        )
         assert plain.text == "정답: \\boxed{7}"
         sent = [r for r in server.requests if r["path"].endswith("/chat/completions")]
         assert [r["chat_template_kwargs"]["enable_thinking"] for r in sent] == [True, False]
@@ -248,7 +299,8 @@ def test_openai_backend_generates_and_scores_choices(monkeypatch):
     monkeypatch.setenv("K1_TEST_KEY", "wrong")
     with FakeOpenAI(_answers, key="sk-test-123") as server, pytest.raises(K1Error, match="HTTP 401"):
         load_model(server.url, served_model="fake-k1", api_key_env="K1_TEST_KEY").generate(
-            [Prompt(messages=[{"role": "user", "content": "hi"}])], max_new_tokens=4)
+            [Prompt(messages=[{"role": "user", "content": "hi"}])], max_new_tokens=4
+        )
 
 
 def test_run_against_an_endpoint(monkeypatch, math_file, copa_file, tmp_path):
@@ -256,17 +308,31 @@ def test_run_against_an_endpoint(monkeypatch, math_file, copa_file, tmp_path):
     monkeypatch.setenv("K1_TEST_KEY", "sk-secret-abc")
     out = tmp_path / "run"
     with FakeOpenAI(_answers, key="sk-secret-abc") as server:
-        cfg = EvalConfig(model=server.url, api_key_env="K1_TEST_KEY", modes=["think", "non-think"], max_new_tokens=256,
-                         tasks=[TaskSpec("math_ko", str(math_file)), TaskSpec("kobest_copa", str(copa_file)),
-                                TaskSpec("humaneval", str(FIXTURES / "humaneval_tiny.jsonl"))], out=str(out))
+        cfg = EvalConfig(
+            model=server.url,
+            api_key_env="K1_TEST_KEY",
+            modes=["think", "non-think"],
+            max_new_tokens=256,
+            tasks=[
+                TaskSpec("math_ko", str(math_file)),
+                TaskSpec("kobest_copa", str(copa_file)),
+                TaskSpec("humaneval", str(FIXTURES / "humaneval_tiny.jsonl")),
+            ],
+            out=str(out),
+        )
         results = run(cfg)
     tasks = results["tasks"]
-    assert tasks["math_ko"]["modes"]["think"]["pass@1"] == 1.0 and tasks["math_ko"]["modes"]["think"]["adherence"] == 1.0
+    assert (
+        tasks["math_ko"]["modes"]["think"]["pass@1"] == 1.0
+        and tasks["math_ko"]["modes"]["think"]["adherence"] == 1.0
+    )
     assert tasks["math_ko"]["modes"]["non-think"]["adherence"] == 1.0
     assert tasks["humaneval"]["modes"]["non-think"]["pass@1"] == 1.0
     # the fake model's choice is the one whose characters it finds likeliest: check the accuracy independently
     docs = get_task("kobest_copa").load(copa_file)
-    expected = sum(max(range(2), key=lambda i, d=d: sum(map(fake_logprob, d.choices[i]))) == d.gold for d in docs)
+    expected = sum(
+        max(range(2), key=lambda i, d=d: sum(map(fake_logprob, d.choices[i]))) == d.gold for d in docs
+    )
     assert tasks["kobest_copa"]["modes"]["loglikelihood"]["acc"] == pytest.approx(expected / len(docs))
     for path in out.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".md"):

@@ -74,8 +74,10 @@ def test_exiting_before_the_tests_does_not_pass(healthy):
     assert r.completed and r.stdout == "done\n"  # the end marker is stripped
 
 
-@pytest.mark.skipif(not (isolation().cgroup or isolation().nproc_rlimit),
-                    reason="no OS-level process limit here (root without a pids cgroup): only the guard stops forks")
+@pytest.mark.skipif(
+    not (isolation().cgroup or isolation().nproc_rlimit),
+    reason="no OS-level process limit here (root without a pids cgroup): only the guard stops forks",
+)
 def test_fork_bomb_is_capped_by_the_os(healthy):
     bomb = (
         "import os, time\n"
@@ -119,9 +121,13 @@ def test_memory_hog_gets_memory_error(healthy):
 
 
 def test_huge_file_and_huge_output_are_capped(healthy):
-    r = run_python("with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 10**6)\n", "", SMALL)
+    r = run_python(
+        "with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 10**6)\n", "", SMALL
+    )
     assert r.reason == "file size limit"
-    r = run_python("while True:\n    print('y' * 1000)\n", "", Limits(timeout_s=5, file_size_mb=1, max_output_bytes=4096))
+    r = run_python(
+        "while True:\n    print('y' * 1000)\n", "", Limits(timeout_s=5, file_size_mb=1, max_output_bytes=4096)
+    )
     assert not r.ok and len(r.stdout) <= 4096
 
 
@@ -185,7 +191,9 @@ def listener():
 
 def test_sockets_are_refused(healthy, listener):
     port, hits = listener
-    connect = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')"
+    connect = (
+        f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')"
+    )
     r = run_python(connect, "", SMALL)
     assert not r.ok and "socket" in r.stderr and "connected" not in r.stdout
     if "--net" in isolation().namespaces:
@@ -196,8 +204,10 @@ def test_sockets_are_refused(healthy, listener):
     assert hits == []
 
 
-@pytest.mark.skipif(not (isolation().cgroup or isolation().namespaces),
-                    reason="without a PID namespace or cgroup a daemon is found only by its command line")
+@pytest.mark.skipif(
+    not (isolation().cgroup or isolation().namespaces),
+    reason="without a PID namespace or cgroup a daemon is found only by its command line",
+)
 def test_background_processes_die_with_the_run(healthy, tmp_path):
     """A program that double-forks a daemon into a new session leaves nothing running after it."""
     beat = tmp_path / "beat"

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from evals_helpers import shared_data
 
 from k1.errors import ConfigError
 from k1.evals import code as code_eval
@@ -17,8 +18,6 @@ from k1.evals.data import DataError
 from k1.evals.models import Completion
 from k1.evals.run import score
 from k1.evals.tasks import MCQTask, get_task
-
-from evals_helpers import shared_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evals"
 
@@ -31,11 +30,14 @@ def _write_samples(path: Path, rows: list[dict]) -> str:
 # -- readers on the real upstream files ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("task", "folder", "rows", "n_choices"), [
-    ("kobest_boolq", "kobest_BoolQ", 700, 2),
-    ("kobest_copa", "kobest_COPA", 500, 2),
-    ("kobest_hellaswag", "kobest_HellaSwag", 500, 4),
-])
+@pytest.mark.parametrize(
+    ("task", "folder", "rows", "n_choices"),
+    [
+        ("kobest_boolq", "kobest_BoolQ", 700, 2),
+        ("kobest_copa", "kobest_COPA", 500, 2),
+        ("kobest_hellaswag", "kobest_HellaSwag", 500, 4),
+    ],
+)
 def test_kobest_layouts(task, folder, rows, n_choices):
     directory = shared_data("ko_mcq", folder)
     t = get_task(task)
@@ -50,7 +52,9 @@ def test_kobest_layouts(task, folder, rows, n_choices):
 
 def test_kobest_copa_prompt_uses_the_relation():
     docs = get_task("kobest_copa").load(shared_data("ko_mcq", "kobest_COPA", "dev.tsv"), limit=20)
-    assert any(d.context.endswith(" 그래서") for d in docs) and any(d.context.endswith(" 왜냐하면") for d in docs)
+    assert any(d.context.endswith(" 그래서") for d in docs) and any(
+        d.context.endswith(" 왜냐하면") for d in docs
+    )
     first = docs[0]  # "전쟁이 시작되었다." / 결과 / answer 2
     assert first.context == "전쟁이 시작되었다. 그래서" and first.gold == 1
     assert first.choices[1] == " 병사들이 전투에 파견되었다."
@@ -113,13 +117,27 @@ def test_registry_rejects_unknown_names_and_options():
 
 def test_other_mcq_layouts(tmp_path):
     kmmlu = tmp_path / "kmmlu.csv"
-    kmmlu.write_text('question,answer,A,B,C,D,Category,Human Accuracy\n"대한민국의 수도는?\n(한 곳)",2,부산,서울,대구,광주,Geo,0.9\n')
+    kmmlu.write_text(
+        'question,answer,A,B,C,D,Category,Human Accuracy\n"대한민국의 수도는?\n(한 곳)",2,부산,서울,대구,광주,Geo,0.9\n'
+    )
     doc = get_task("kmmlu").load(kmmlu)[0]  # a quoted field holding a newline
     assert doc.gold == 1 and doc.choices == [" A", " B", " C", " D"]
     assert doc.context == "대한민국의 수도는?\n(한 곳)\nA. 부산\nB. 서울\nC. 대구\nD. 광주\n정답:"
     click = tmp_path / "click.json"
-    click.write_text(json.dumps([{"id": "c1", "paragraph": "", "question": "한글을 만든 왕은?",
-                                  "choices": ["태조", "세종", "정조", "고종", "영조"], "answer": "세종"}], ensure_ascii=False))
+    click.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "c1",
+                    "paragraph": "",
+                    "question": "한글을 만든 왕은?",
+                    "choices": ["태조", "세종", "정조", "고종", "영조"],
+                    "answer": "세종",
+                }
+            ],
+            ensure_ascii=False,
+        )
+    )
     doc = get_task("click").load(click)[0]
     assert doc.gold == 1 and len(doc.choices) == 5 and "E. 영조" in doc.context
 
@@ -130,7 +148,9 @@ def test_other_mcq_layouts(tmp_path):
 def test_mbpp_canonical_solutions_pass_and_wrong_ones_fail(tmp_path):
     """A subset here (bench/evals_canonical.py runs all 974 + 427): every reference passes."""
     full = shared_data("code", "mbpp.jsonl")
-    result = score("mbpp", str(full), reference=True, limit=40, workers=2)["tasks"]["mbpp"]["modes"]["non-think"]
+    result = score("mbpp", str(full), reference=True, limit=40, workers=2)["tasks"]["mbpp"]["modes"][
+        "non-think"
+    ]
     assert result["pass@1"] == 1.0 and result["n_problems"] == 40
     # MBPP tasks whose test fixtures use the solution's own classes (test_setup_code) pass too
     docs = get_task("mbpp").load(full)
@@ -141,10 +161,16 @@ def test_mbpp_canonical_solutions_pass_and_wrong_ones_fail(tmp_path):
     docs = docs[10:30]
     rows = []
     for i, d in enumerate(docs):
-        wrong = [docs[(i + 1) % len(docs)].reference, "def broken(:\n  pass", "```python\nimport sys\nsys.exit(0)\n```"]
+        wrong = [
+            docs[(i + 1) % len(docs)].reference,
+            "def broken(:\n  pass",
+            "```python\nimport sys\nsys.exit(0)\n```",
+        ]
         rows.append({"id": d.id, "completions": wrong})
     samples = _write_samples(tmp_path / "wrong.jsonl", rows)
-    result = score("mbpp", str(full), samples, limit=30, workers=2, ks=(1, 3))["tasks"]["mbpp"]["modes"]["non-think"]
+    result = score("mbpp", str(full), samples, limit=30, workers=2, ks=(1, 3))["tasks"]["mbpp"]["modes"][
+        "non-think"
+    ]
     assert result["pass@1"] == 0.0 and result["pass@3"] == 0.0 and result["missing"] == 10
 
 
@@ -162,9 +188,12 @@ def test_humaneval_layout(tmp_path):
     assert ref["pass@1"] == 1.0 and ref["n_problems"] == 3
     rows = [
         # a chat answer with the whole function, reasoning first
-        {"id": "Tiny/0", "completion": "<think>keep the best so far</think>\n```python\nfrom typing import List\n\n"
-                                       "def running_max(numbers: List[int]) -> List[int]:\n    import itertools\n"
-                                       "    return list(itertools.accumulate(numbers, max))\n```"},
+        {
+            "id": "Tiny/0",
+            "completion": "<think>keep the best so far</think>\n```python\nfrom typing import List\n\n"
+            "def running_max(numbers: List[int]) -> List[int]:\n    import itertools\n"
+            "    return list(itertools.accumulate(numbers, max))\n```",
+        },
         # a body continuing the header, using the header's helper
         {"id": "Tiny/1", "completion": "    return ''.join(shift_char(ch, k) for ch in s)\n"},
         # wrong: counts every character
@@ -183,7 +212,7 @@ LCB_RIGHT = {
     "tiny_sum": "n = int(input())\nprint(sum(map(int, input().split())))\n",
     "tiny_tri": "```python\nn = int(input())\ns = n * (n + 1) // 2\nprint(s, s / n)\n```",
     "tiny_digits": "```python\nclass Solution:\n    def addDigits(self, num: int) -> int:\n"
-                   "        return 0 if num == 0 else 1 + (num - 1) % 9\n```",
+    "        return 0 if num == 0 else 1 + (num - 1) % 9\n```",
 }
 LCB_WRONG = {
     "tiny_sum": "n = int(input())\nprint(sum(map(int, input().split())) % 2**31)\n",  # overflows on the private test
@@ -206,8 +235,10 @@ def test_livecodebench_layout(task, tmp_path):
     assert score(task, data, right)["tasks"][task]["modes"]["non-think"]["pass@1"] == 1.0
     out = tmp_path / "out"
     assert score(task, data, wrong, out=str(out))["tasks"][task]["modes"]["non-think"]["pass@1"] == 0.0
-    outcomes = [json.loads(line)["samples"][0]["outcome"] for line in
-                (out / "samples" / f"{task}.non-think.jsonl").read_text().splitlines()]
+    outcomes = [
+        json.loads(line)["samples"][0]["outcome"]
+        for line in (out / "samples" / f"{task}.non-think.jsonl").read_text().splitlines()
+    ]
     assert outcomes[0] == "failed on test 1: wrong answer"  # the public test passed; a private one caught it
 
 

@@ -1,11 +1,11 @@
 """`k1 eval`: evaluate models (run), score completions made elsewhere (score), compare runs, list tasks.
 
-    k1 eval run runs/demo/student --tasks gsm8k=data/gsm8k.jsonl,kobest_copa=data/kobest_COPA --modes think,non-think
-    k1 eval run --config recipes/eval.toml
-    k1 eval score --task mbpp --data data/mbpp.jsonl --reference
-    k1 eval score --task gsm8k --data data/gsm8k.jsonl --samples answers.jsonl
-    k1 eval compare runs/eval/a runs/eval/b --out runs/eval/compare
-    k1 eval tasks
+k1 eval run runs/demo/student --tasks gsm8k=data/gsm8k.jsonl,kobest_copa=data/kobest_COPA --modes think,non-think
+k1 eval run --config recipes/eval.toml
+k1 eval score --task mbpp --data data/mbpp.jsonl --reference
+k1 eval score --task gsm8k --data data/gsm8k.jsonl --samples answers.jsonl
+k1 eval compare runs/eval/a runs/eval/b --out runs/eval/compare
+k1 eval tasks
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import typer
 
 from k1.errors import ConfigError
 
-app = typer.Typer(help="Evaluate models: math, code, Korean knowledge, tokens spent.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Evaluate models: math, code, Korean knowledge, tokens spent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -42,9 +46,13 @@ def _limits(base, timeout: float | None, memory_mb: int | None):
 
 @app.command("run")
 def run_command(
-    model: str = typer.Argument(None, help="Model directory or http(s) URL of an OpenAI-compatible endpoint."),
+    model: str = typer.Argument(
+        None, help="Model directory or http(s) URL of an OpenAI-compatible endpoint."
+    ),
     tasks: list[str] = typer.Option(None, "--tasks", "-t", help="NAME=PATH, comma-separated or repeated."),
-    config: Path = typer.Option(None, "--config", "-c", help="TOML config (recipes/eval.toml); options override it."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="TOML config (recipes/eval.toml); options override it."
+    ),
     modes: str = typer.Option(None, help="think,non-think (math and code tasks). Default: non-think."),
     backend: str = typer.Option(None, help="hf, k1, openai or auto."),
     served_model: str = typer.Option(None, help="Model name at the endpoint."),
@@ -69,13 +77,33 @@ def run_command(
     """Evaluate a model on tasks; writes results.json, results.md, results.png and samples/ under --out."""
     from k1.evals.run import EvalConfig, load_config, parse_task_args, run
 
-    overrides = dict(model=model, backend=backend, served_model=served_model, api_key_env=api_key_env,
-                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, k=_ints(k),
-                     num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
-                     device=device, dtype=dtype, out=out, modes=_csv(modes))
+    overrides = dict(
+        model=model,
+        backend=backend,
+        served_model=served_model,
+        api_key_env=api_key_env,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        n=n,
+        k=_ints(k),
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        out=out,
+        modes=_csv(modes),
+    )
     if tasks:
         overrides["tasks"] = parse_task_args(tasks)
-    cfg = load_config(config, **overrides) if config else EvalConfig(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = (
+        load_config(config, **overrides)
+        if config
+        else EvalConfig(**{k: v for k, v in overrides.items() if v is not None})
+    )
     cfg.sandbox = _limits(cfg.sandbox, timeout, memory_mb)
     results = run(cfg, fresh=fresh)
     _print(results, Path(cfg.out))
@@ -85,8 +113,12 @@ def run_command(
 def score_command(
     task: str = typer.Option(..., "--task", help="A registered task (see `k1 eval tasks`)."),
     data: str = typer.Option(..., "--data", help="The task's data file."),
-    samples: str = typer.Option(None, "--samples", help="jsonl of completions: {id, completion | completions}."),
-    reference: bool = typer.Option(False, "--reference", help="Score the data set's own reference answers/solutions."),
+    samples: str = typer.Option(
+        None, "--samples", help="jsonl of completions: {id, completion | completions}."
+    ),
+    reference: bool = typer.Option(
+        False, "--reference", help="Score the data set's own reference answers/solutions."
+    ),
     mode: str = typer.Option("non-think", help="think or non-think (for adherence)."),
     tokenizer: str = typer.Option(None, help="Tokenizer directory to count tokens of completions."),
     k: str = typer.Option(None, help="pass@k values, e.g. 1,5."),
@@ -107,9 +139,20 @@ def score_command(
             raise ConfigError(f"--option {item!r}: write KEY=VALUE")
         key, value = item.split("=", 1)
         options[key.strip()] = value.strip()
-    results = score(task, data, samples, reference=reference, mode=mode, tokenizer=tokenizer,
-                    ks=tuple(_ints(k) or [1]), limits=_limits(Limits(), timeout, memory_mb), workers=workers,
-                    limit=limit, options=options, out=out)
+    results = score(
+        task,
+        data,
+        samples,
+        reference=reference,
+        mode=mode,
+        tokenizer=tokenizer,
+        ks=tuple(_ints(k) or [1]),
+        limits=_limits(Limits(), timeout, memory_mb),
+        workers=workers,
+        limit=limit,
+        options=options,
+        out=out,
+    )
     _print(results, Path(out) if out else None)
 
 
@@ -144,6 +187,8 @@ def _print(results: dict, out: Path | None) -> None:
         tokens = "" if r["tokens_per_problem"] is None else f"  {r['tokens_per_problem']:.0f} tok/problem"
         adherence = "" if r["adherence"] is None else f"  adherence {r['adherence']:.2f}"
         missing = f"  ({r['missing']} without samples)" if r.get("missing") else ""
-        typer.echo(f"{r['task']:18} {r['mode']:13} {r['metric']:8} {score}  n={r['n_problems']}{tokens}{adherence}{missing}")
+        typer.echo(
+            f"{r['task']:18} {r['mode']:13} {r['metric']:8} {score}  n={r['n_problems']}{tokens}{adherence}{missing}"
+        )
     if out is not None:
         typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")

@@ -43,7 +43,11 @@ def candidate(doc: CodeDoc, text: str) -> str | None:
     if doc.header:
         # The HumanEval header holds imports and helpers the function may use. A full function from
         # the model redefines the header's (docstring-only) one; a body continues it.
-        defines = re.search(rf"^\s*def\s+{re.escape(doc.entry_point)}\s*\(", code, re.M) if doc.entry_point else None
+        defines = (
+            re.search(rf"^\s*def\s+{re.escape(doc.entry_point)}\s*\(", code, re.M)
+            if doc.entry_point
+            else None
+        )
         return doc.header + ("\n\n" if defines else "") + code
     return code
 
@@ -84,7 +88,11 @@ def outputs_match(got: str, expected: str) -> bool:
 
 def _json_equal(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+        return (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+        )
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
@@ -117,17 +125,28 @@ def check(doc: CodeDoc, code: str | None, limits: Limits | None = None) -> tuple
     return True, "passed"
 
 
-def score_docs(docs: Sequence[CodeDoc], completions: Sequence[Sequence], think: bool,
-               count_tokens: Callable[[str], int | None] | None = None, limits: Limits | None = None,
-               workers: int = 2) -> list[dict]:
+def score_docs(
+    docs: Sequence[CodeDoc],
+    completions: Sequence[Sequence],
+    think: bool,
+    count_tokens: Callable[[str], int | None] | None = None,
+    limits: Limits | None = None,
+    workers: int = 2,
+) -> list[dict]:
     """Records for many problems; programs run `workers` at a time."""
     samples: list[list[dict]] = []
     jobs = []
     for d, doc_completions in enumerate(completions):
         row = []
         for s, c in enumerate(doc_completions):
-            sample, _ = sample_record(c.text, c.n_tokens, c.finish_reason, think, count_tokens,
-                                      getattr(c, "n_reasoning_tokens", None))
+            sample, _ = sample_record(
+                c.text,
+                c.n_tokens,
+                c.finish_reason,
+                think,
+                count_tokens,
+                getattr(c, "n_reasoning_tokens", None),
+            )
             row.append(sample)
             jobs.append((d, s, candidate(docs[d], c.text)))
         samples.append(row)

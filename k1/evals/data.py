@@ -33,7 +33,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     if not path.is_file():
         raise DataError(f"{path}: no such data file; pass the path to a local copy (nothing is downloaded)")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise DataError(f"{path}: {path.stat().st_size} bytes is over the {MAX_FILE_BYTES} byte limit for a data file")
+        raise DataError(
+            f"{path}: {path.stat().st_size} bytes is over the {MAX_FILE_BYTES} byte limit for a data file"
+        )
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
@@ -65,7 +67,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); fix or remove the line") from None
+                    raise DataError(
+                        f"{where}: not valid JSON ({err.msg} at column {err.colno}); fix or remove the line"
+                    ) from None
                 if not isinstance(record, dict):
                     raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
                 yield where, record
@@ -114,7 +118,8 @@ def read_table(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
         try:
             if delimiter == "\t":
                 rows: Iterator[tuple[int, list[str]]] = (
-                    (n, line.split("\t")) for n, line in enumerate(_lines(f), start=1))
+                    (n, line.split("\t")) for n, line in enumerate(_lines(f), start=1)
+                )
             else:
                 # csv needs the raw file: quoted fields may hold newlines
                 reader = csv.reader(f, delimiter=delimiter)
@@ -128,7 +133,9 @@ def read_table(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
                     continue
                 where = f"{path}:{lineno}"
                 if len(row) != len(header):
-                    raise DataError(f"{where}: {len(row)} fields, but the header has {len(header)} ({', '.join(header)})")
+                    raise DataError(
+                        f"{where}: {len(row)} fields, but the header has {len(header)} ({', '.join(header)})"
+                    )
                 yield where, dict(zip(header, row, strict=True))
         except UnicodeDecodeError as err:
             raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

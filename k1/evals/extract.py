@@ -181,7 +181,13 @@ def normalize_answer(answer: str) -> str:
             at = s.rfind(wrapper + "{")
             s = s[:at] + inner + s[at + len(wrapper) + 1 + len(inner) + 1 :]
     s = s.replace("$", "").replace("\\left", "").replace("\\right", "").replace("\\%", "%")
-    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "").replace("\\,", "").replace("\\!", "")
+    s = (
+        s.replace("^\\circ", "")
+        .replace("^{\\circ}", "")
+        .replace("°", "")
+        .replace("\\,", "")
+        .replace("\\!", "")
+    )
     if "=" in s and not s.rstrip().endswith("="):
         s = s.rsplit("=", 1)[1]  # "x = 5" -> "5"
     s = s.strip().rstrip(".。")
@@ -223,7 +229,9 @@ def answers_equal(predicted: str | None, gold: str) -> bool:
     if p is not None and g is not None:
         candidates = [p, p / 100] if predicted.endswith("%") else [p]
         rounded = max(_decimals(predicted), _decimals(gold_norm)) >= LONG_DECIMAL
-        return any(c == g or (rounded and math.isclose(float(c), float(g), rel_tol=REL_TOL)) for c in candidates)
+        return any(
+            c == g or (rounded and math.isclose(float(c), float(g), rel_tol=REL_TOL)) for c in candidates
+        )
     return predicted == gold_norm
 
 

@@ -14,16 +14,23 @@ from k1.evals.metrics import majority, sample_record
 from k1.evals.tasks import MathDoc
 
 
-def score_doc(doc: MathDoc, completions: Sequence, think: bool,
-              count_tokens: Callable[[str], int | None] | None = None) -> dict:
+def score_doc(
+    doc: MathDoc, completions: Sequence, think: bool, count_tokens: Callable[[str], int | None] | None = None
+) -> dict:
     """A record for one problem from its completions (objects with text, n_tokens, finish_reason)."""
     samples = []
     for c in completions:
-        sample, thought = sample_record(c.text, c.n_tokens, c.finish_reason, think, count_tokens,
-                                        getattr(c, "n_reasoning_tokens", None))
+        sample, thought = sample_record(
+            c.text, c.n_tokens, c.finish_reason, think, count_tokens, getattr(c, "n_reasoning_tokens", None)
+        )
         sample["extracted"] = extract_answer(thought.answer)
         sample["correct"] = answers_equal(sample["extracted"], doc.answer)
         samples.append(sample)
     voted = majority([s["extracted"] for s in samples])
-    return {"id": doc.id, "gold": doc.answer, "samples": samples, "majority": voted,
-            "maj_correct": answers_equal(voted, doc.answer)}
+    return {
+        "id": doc.id,
+        "gold": doc.answer,
+        "samples": samples,
+        "majority": voted,
+        "maj_correct": answers_equal(voted, doc.answer),
+    }

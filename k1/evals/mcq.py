@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from k1.evals.tasks import MCQDoc, MCQTask, pick_fewshot
 
 
-def build_requests(task: MCQTask, docs: Sequence[MCQDoc], pool: Sequence[MCQDoc], num_fewshot: int,
-                   seed: int) -> list[list[tuple[str, str]]]:
+def build_requests(
+    task: MCQTask, docs: Sequence[MCQDoc], pool: Sequence[MCQDoc], num_fewshot: int, seed: int
+) -> list[list[tuple[str, str]]]:
     return [task.requests(doc, pick_fewshot(list(pool), doc, num_fewshot, seed)) for doc in docs]
 
 
@@ -27,7 +28,9 @@ def score_doc(doc: MCQDoc, loglikelihoods: Sequence[float] | None = None, choice
     """A record for one question, from per-choice log-likelihoods (or just the chosen index)."""
     record: dict = {"id": doc.id, "gold": doc.gold}
     if loglikelihoods is not None:
-        lls = [float(x) if isinstance(x, int | float) and math.isfinite(x) else -math.inf for x in loglikelihoods]
+        lls = [
+            float(x) if isinstance(x, int | float) and math.isfinite(x) else -math.inf for x in loglikelihoods
+        ]
         norm = [ll / max(1, len(c)) for ll, c in zip(lls, doc.choices, strict=True)]
         record.update(loglikelihoods=lls, pred=_argmax(lls), pred_norm=_argmax(norm))
         record["correct_norm"] = record["pred_norm"] == doc.gold
@@ -48,9 +51,18 @@ def metrics(records: Sequence[dict]) -> dict:
     return out
 
 
-def evaluate(model, task: MCQTask, docs: Sequence[MCQDoc], pool: Sequence[MCQDoc], *, num_fewshot: int = 0,
-             seed: int = 0, chunk: int = 64, on_records: Callable[[list[dict]], None] | None = None,
-             progress: Callable[[int], None] | None = None) -> list[dict]:
+def evaluate(
+    model,
+    task: MCQTask,
+    docs: Sequence[MCQDoc],
+    pool: Sequence[MCQDoc],
+    *,
+    num_fewshot: int = 0,
+    seed: int = 0,
+    chunk: int = 64,
+    on_records: Callable[[list[dict]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
     """Score `docs` with `model.loglikelihood`, `chunk` questions at a time (each chunk is saved)."""
     records: list[dict] = []
     for start in range(0, len(docs), chunk):

@@ -43,9 +43,14 @@ def majority(answers: Sequence[str | None]) -> str | None:
     return next(a for a in given if counts[a] == best)
 
 
-def sample_record(text: str, n_tokens: int | None, finish: str, think: bool,
-                  count_tokens: Callable[[str], int | None] | None = None,
-                  reasoning_tokens: int | None = None) -> tuple[dict, Thought]:
+def sample_record(
+    text: str,
+    n_tokens: int | None,
+    finish: str,
+    think: bool,
+    count_tokens: Callable[[str], int | None] | None = None,
+    reasoning_tokens: int | None = None,
+) -> tuple[dict, Thought]:
     """The mode-level facts about one completion: reasoning vs answer tokens, adherence."""
     thought = split_thinking(text)
     if n_tokens is not None and reasoning_tokens is None:
@@ -63,7 +68,9 @@ def sample_record(text: str, n_tokens: int | None, finish: str, think: bool,
         "text": text,
         "n_tokens": n_tokens,
         "reasoning_tokens": reasoning_tokens,
-        "answer_tokens": None if n_tokens is None or reasoning_tokens is None else n_tokens - reasoning_tokens,
+        "answer_tokens": None
+        if n_tokens is None or reasoning_tokens is None
+        else n_tokens - reasoning_tokens,
         "finish": finish,
         "adherent": adheres(thought, think),
     }
@@ -99,14 +106,17 @@ def generative_metrics(records: Sequence[dict], ks: Sequence[int] = (1,)) -> dic
     samples = [s for r in records for s in r["samples"][:n]]
     known = [s for s in samples if s.get("n_tokens") is not None]
     if known:
-        per_problem_tokens = [_mean([s["n_tokens"] for s in r["samples"][:n] if s.get("n_tokens") is not None])
-                              for r in records]
+        per_problem_tokens = [
+            _mean([s["n_tokens"] for s in r["samples"][:n] if s.get("n_tokens") is not None]) for r in records
+        ]
         out["tokens_per_problem"] = _mean([t for t in per_problem_tokens if t is not None])
         correct = sum(1 for s in known if s["correct"])
         out["tokens_per_correct"] = sum(s["n_tokens"] for s in known) / correct if correct else None
         reasoning = [s["reasoning_tokens"] for s in known if s.get("reasoning_tokens") is not None]
         out["reasoning_tokens"] = _mean(reasoning)
-        out["answer_tokens"] = _mean([s["answer_tokens"] for s in known if s.get("answer_tokens") is not None])
+        out["answer_tokens"] = _mean(
+            [s["answer_tokens"] for s in known if s.get("answer_tokens") is not None]
+        )
     out["adherence"] = _mean([float(s["adherent"]) for s in samples])
     out["truncated"] = _mean([float(s["finish"] == "length") for s in samples])
     return out

@@ -57,8 +57,17 @@ class Model(Protocol):
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]: ...
 
-    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), n: int = 1, seed: int = 0) -> list[list[Completion]]: ...
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]: ...
 
     def count_tokens(self, text: str) -> int | None: ...
 
@@ -97,7 +106,11 @@ class TokenizerModel:
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        self.pad_id = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else (min(self.eos_ids) if self.eos_ids else 0)
+        )
         # Special tokens that are formatting, not content; reasoning markers are kept.
         self._strip = [t for t in (tokenizer.all_special_tokens or []) if t not in (THINK_OPEN, THINK_CLOSE)]
 
@@ -106,8 +119,17 @@ class TokenizerModel:
         """(batch, seq) ids and mask -> (batch, seq, vocab) logits."""
         raise NotImplementedError
 
-    def _generate_ids(self, batch: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,
-                      n: int, seed: int, stop: Sequence[str]) -> list[list[tuple[list[int], bool]]]:
+    def _generate_ids(
+        self,
+        batch: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        n: int,
+        seed: int,
+        stop: Sequence[str],
+    ) -> list[list[tuple[list[int], bool]]]:
         """Per prompt, n (generated ids without the end token, ended_by_eos) pairs."""
         raise NotImplementedError
 
@@ -116,9 +138,15 @@ class TokenizerModel:
         if prompt.messages is None:
             return prompt.text or ""
         if not self.chat:
-            raise K1Error(f"{self.name}: the tokenizer has no chat template; use a chat model or raw-text prompts")
-        return self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True,
-                                                  enable_thinking=prompt.enable_thinking)
+            raise K1Error(
+                f"{self.name}: the tokenizer has no chat template; use a chat model or raw-text prompts"
+            )
+        return self.tokenizer.apply_chat_template(
+            prompt.messages,
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=prompt.enable_thinking,
+        )
 
     def _encode(self, text: str, special: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -172,12 +200,23 @@ class TokenizerModel:
                     out[i] = float(logp.gather(1, target[:, None]).sum())
         return out
 
-    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), n: int = 1, seed: int = 0) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
         check_generation_args(max_new_tokens, temperature, top_p, n)
         rendered = [self.render(p) for p in prompts]
         budget = max(1, self.max_length - max_new_tokens)
-        encoded = [self._encode(r, p.messages is None)[-budget:] for r, p in zip(rendered, prompts, strict=True)]
+        encoded = [
+            self._encode(r, p.messages is None)[-budget:] for r, p in zip(rendered, prompts, strict=True)
+        ]
         stops = [tuple(dict.fromkeys([*p.stop, *stop])) for p in prompts]
         results: list[list[Completion]] = [[] for _ in prompts]
         # Batch prompts that share stop strings (generation stops per batch on them).
@@ -187,15 +226,23 @@ class TokenizerModel:
         for group_stops, members in groups.items():
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start : start + self.batch_size]
-                outs = self._generate_ids([encoded[i] for i in chunk], max_new_tokens=max_new_tokens,
-                                          temperature=temperature, top_p=top_p, n=n, seed=seed + start,
-                                          stop=group_stops)
+                outs = self._generate_ids(
+                    [encoded[i] for i in chunk],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    n=n,
+                    seed=seed + start,
+                    stop=group_stops,
+                )
                 for i, samples in zip(chunk, outs, strict=True):
                     opened = _opened_think(rendered[i])
                     for ids, ended in samples:
                         text, stopped = _truncate_at_stop(self._decode(ids), group_stops)
                         finish = "stop" if ended or stopped or len(ids) < max_new_tokens else "length"
-                        results[i].append(Completion((THINK_OPEN + "\n" + text) if opened else text, len(ids), finish))
+                        results[i].append(
+                            Completion((THINK_OPEN + "\n" + text) if opened else text, len(ids), finish)
+                        )
         return results
 
     def _split_generated(self, row: list[int]) -> tuple[list[int], bool]:
@@ -213,7 +260,9 @@ class HFModel(TokenizerModel):
 
     backend = "hf"
 
-    def __init__(self, path: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8, **_):
+    def __init__(
+        self, path: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8, **_
+    ):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -223,7 +272,11 @@ class HFModel(TokenizerModel):
         if not (p / "config.json").is_file():
             raise K1Error(f"{path}: not a model directory (no config.json)")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        torch_dtype = (
+            getattr(torch, dtype)
+            if dtype
+            else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        )
         try:
             tokenizer = AutoTokenizer.from_pretrained(p)
             model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device).eval()
@@ -248,8 +301,12 @@ class HFModel(TokenizerModel):
             ids[row, width - len(x) :] = torch.tensor(x)
             mask[row, width - len(x) :] = 1
         torch.manual_seed(seed)
-        kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
-                      eos_token_id=sorted(self.eos_ids) or None)
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids) or None,
+        )
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -257,7 +314,9 @@ class HFModel(TokenizerModel):
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
+            )
         gen = out[:, width:].tolist()
         return [[self._split_generated(gen[b * n + j]) for j in range(n)] for b in range(len(batch))]
 
@@ -270,15 +329,19 @@ class K1Model(TokenizerModel):
 
     backend = "k1"
 
-    def __init__(self, path: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8, **_):
+    def __init__(
+        self, path: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8, **_
+    ):
         try:
             import torch
 
             from k1.checkpoint import load
             from k1.generate import SamplingParams, generate
         except ImportError as err:
-            raise K1Error(f"the k1 backend needs k1.checkpoint and k1.generate ({err}); use --backend hf, "
-                          "which reads the same directory") from None
+            raise K1Error(
+                f"the k1 backend needs k1.checkpoint and k1.generate ({err}); use --backend hf, "
+                "which reads the same directory"
+            ) from None
         try:
             from transformers import AutoTokenizer
         except ImportError as err:
@@ -296,12 +359,19 @@ class K1Model(TokenizerModel):
     def _generate_ids(self, batch, *, max_new_tokens, temperature, top_p, n, seed, stop):
         # k1.generate stops on tokens only; stop strings are applied to the text afterwards, so raw-text
         # prompts may count a few tokens past their stop string.
-        params = self._sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                stop_token_ids=sorted(self.eos_ids), seed=seed)
+        params = self._sampling(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop_token_ids=sorted(self.eos_ids),
+            seed=seed,
+        )
         flat = [x for x in batch for _ in range(n)]
         gens = self._generate(self.model, flat, params)
-        return [[(list(gens[b * n + j].tokens), gens[b * n + j].finish_reason == "stop") for j in range(n)]
-                for b in range(len(batch))]
+        return [
+            [(list(gens[b * n + j].tokens), gens[b * n + j].finish_reason == "stop") for j in range(n)]
+            for b in range(len(batch))
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +389,17 @@ class OpenAIModel:
 
     backend = "openai"
 
-    def __init__(self, url: str, served_model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 8, timeout_s: float = 600.0, max_retries: int = 4, chat: bool = True, **_):
+    def __init__(
+        self,
+        url: str,
+        served_model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 600.0,
+        max_retries: int = 4,
+        chat: bool = True,
+        **_,
+    ):
         import httpx
 
         base = url.rstrip("/")
@@ -360,8 +439,10 @@ class OpenAIModel:
                         raise K1Error(f"{self.url}{path}: the reply is not a JSON object")
                     return data
                 if response.status_code in (401, 403):
-                    raise K1Error(f"{self.url}{path}: HTTP {response.status_code}; set the API key in the "
-                                  "environment variable named by --api-key-env")
+                    raise K1Error(
+                        f"{self.url}{path}: HTTP {response.status_code}; set the API key in the "
+                        "environment variable named by --api-key-env"
+                    )
                 retryable = response.status_code in (408, 409, 429) or response.status_code >= 500
                 if not retryable or attempt == self.max_retries:
                     raise K1Error(f"{self.url}{path}: HTTP {response.status_code}: {response.text[:200]}")
@@ -375,27 +456,46 @@ class OpenAIModel:
             data = response.json()["data"]
             return str(data[0]["id"])
         except Exception:
-            raise K1Error(f"{self.url}/models: cannot list the served models; pass --served-model NAME") from None
+            raise K1Error(
+                f"{self.url}/models: cannot list the served models; pass --served-model NAME"
+            ) from None
 
     def count_tokens(self, text: str) -> int | None:
         return None
 
     def _one(self, prompt: Prompt, max_new_tokens, temperature, top_p, stop, seed) -> Completion:
-        common = {"model": self.served_model, "max_tokens": max_new_tokens, "temperature": temperature,
-                  "top_p": top_p, "seed": seed, "n": 1}
+        common = {
+            "model": self.served_model,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "n": 1,
+        }
         if stop:
             common["stop"] = list(stop)
         if prompt.messages is not None and self.chat:
-            body = {**common, "messages": prompt.messages,
-                    "chat_template_kwargs": {"enable_thinking": bool(prompt.enable_thinking)}}
+            body = {
+                **common,
+                "messages": prompt.messages,
+                "chat_template_kwargs": {"enable_thinking": bool(prompt.enable_thinking)},
+            }
             data = self._post("/chat/completions", body)
             choice = _first_choice(data)
             message = choice.get("message") or {}
             content = message.get("content") or ""
             reasoning = message.get("reasoning_content") or message.get("reasoning")
-            text = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{content}" if isinstance(reasoning, str) and reasoning else str(content)
+            text = (
+                f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{content}"
+                if isinstance(reasoning, str) and reasoning
+                else str(content)
+            )
         else:
-            text_prompt = prompt.text if prompt.messages is None else "\n\n".join(m.get("content", "") for m in prompt.messages)
+            text_prompt = (
+                prompt.text
+                if prompt.messages is None
+                else "\n\n".join(m.get("content", "") for m in prompt.messages)
+            )
             data = self._post("/completions", {**common, "prompt": text_prompt})
             choice = _first_choice(data)
             text = str(choice.get("text") or "")
@@ -404,18 +504,33 @@ class OpenAIModel:
         details = usage.get("completion_tokens_details") or {}
         reasoning_tokens = details.get("reasoning_tokens") if isinstance(details, dict) else None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(text, int(n_tokens) if isinstance(n_tokens, int) else None, finish,
-                          int(reasoning_tokens) if isinstance(reasoning_tokens, int) else None)
+        return Completion(
+            text,
+            int(n_tokens) if isinstance(n_tokens, int) else None,
+            finish,
+            int(reasoning_tokens) if isinstance(reasoning_tokens, int) else None,
+        )
 
-    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), n: int = 1, seed: int = 0) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
         check_generation_args(max_new_tokens, temperature, top_p, n)
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
 
         def run(job):
             i, j = job
             p = prompts[i]
-            return self._one(p, max_new_tokens, temperature, top_p, tuple(dict.fromkeys([*p.stop, *stop])), seed + j)
+            return self._one(
+                p, max_new_tokens, temperature, top_p, tuple(dict.fromkeys([*p.stop, *stop])), seed + j
+            )
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             done = list(pool.map(run, jobs))
@@ -428,16 +543,32 @@ class OpenAIModel:
         def run(req):
             context, continuation = req
             full = context + continuation
-            data = self._post("/completions", {"model": self.served_model, "prompt": full, "max_tokens": 1,
-                                               "echo": True, "logprobs": 0, "temperature": 0.0})
+            data = self._post(
+                "/completions",
+                {
+                    "model": self.served_model,
+                    "prompt": full,
+                    "max_tokens": 1,
+                    "echo": True,
+                    "logprobs": 0,
+                    "temperature": 0.0,
+                },
+            )
             logprobs = _first_choice(data).get("logprobs") or {}
             offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
             if not isinstance(offsets, list) or not isinstance(values, list):
-                raise K1Error(f"{self.url}/completions: no prompt log-probabilities (echo + logprobs); "
-                              "multiple-choice tasks need an endpoint that returns them")
+                raise K1Error(
+                    f"{self.url}/completions: no prompt log-probabilities (echo + logprobs); "
+                    "multiple-choice tasks need an endpoint that returns them"
+                )
             # Tokens that start inside the continuation; echo also returns the one generated token.
-            return float(sum(v for o, v in zip(offsets, values, strict=False)
-                             if v is not None and len(context) <= o < len(full)))
+            return float(
+                sum(
+                    v
+                    for o, v in zip(offsets, values, strict=False)
+                    if v is not None and len(context) <= o < len(full)
+                )
+            )
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(run, requests))

@@ -60,39 +60,80 @@ def rows(results: dict) -> list[dict]:
     for name, entry in results.get("tasks", {}).items():
         for mode, m in entry.get("modes", {}).items():
             metric, value = primary(entry["kind"], m)
-            out.append({"task": name, "kind": entry["kind"], "language": entry.get("language", ""), "mode": mode,
-                        "metric": metric, "score": value, **{k: m.get(k) for k in (
-                            "tokens_per_problem", "tokens_per_correct", "reasoning_tokens", "answer_tokens",
-                            "adherence", "truncated", "n_problems", "missing")}, "metrics": m})
+            out.append(
+                {
+                    "task": name,
+                    "kind": entry["kind"],
+                    "language": entry.get("language", ""),
+                    "mode": mode,
+                    "metric": metric,
+                    "score": value,
+                    **{
+                        k: m.get(k)
+                        for k in (
+                            "tokens_per_problem",
+                            "tokens_per_correct",
+                            "reasoning_tokens",
+                            "answer_tokens",
+                            "adherence",
+                            "truncated",
+                            "n_problems",
+                            "missing",
+                        )
+                    },
+                    "metrics": m,
+                }
+            )
     return out
 
 
 def markdown(results: dict) -> str:
     lines = [f"# k1 eval: {results.get('name', results.get('model', '?'))}", ""]
-    lines.append(f"- model: `{results.get('model')}` (backend {results.get('backend')}"
-                 + (", chat template" if results.get("chat") else "") + ")")
+    lines.append(
+        f"- model: `{results.get('model')}` (backend {results.get('backend')}"
+        + (", chat template" if results.get("chat") else "")
+        + ")"
+    )
     if results.get("started"):
         lines.append(f"- run: {results['started']} – {results.get('finished', '')}")
     cfg = results.get("config") or {}
     if cfg:
-        lines.append(f"- decoding: max_new_tokens {cfg.get('max_new_tokens')}, temperature {cfg.get('temperature')}, "
-                     f"top_p {cfg.get('top_p')}, n {cfg.get('n')}, seed {cfg.get('seed')}; few-shot {cfg.get('num_fewshot')}")
-    lines += ["", "## Results", "",
-              "| task | lang | mode | metric | score | tokens / problem | tokens / correct | reasoning tok | "
-              "adherence | truncated | n |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"- decoding: max_new_tokens {cfg.get('max_new_tokens')}, temperature {cfg.get('temperature')}, "
+            f"top_p {cfg.get('top_p')}, n {cfg.get('n')}, seed {cfg.get('seed')}; few-shot {cfg.get('num_fewshot')}"
+        )
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| task | lang | mode | metric | score | tokens / problem | tokens / correct | reasoning tok | "
+        "adherence | truncated | n |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     table = rows(results)
     for r in table:
-        extra = ", ".join(f"{k} {_fmt(v)}" for k, v in r["metrics"].items()
-                          if (k.startswith("pass@") or k.startswith("maj@") or k == "acc") and k != r["metric"]
-                          and not k.endswith("stderr") and v is not None)
-        lines.append(f"| {r['task']} | {r['language']} | {r['mode']} | {r['metric']} | {_fmt(r['score'])}"
-                     + (f" ({extra})" if extra else "")
-                     + f" | {_tokens(r['tokens_per_problem'])} | {_tokens(r['tokens_per_correct'])} | "
-                     f"{_tokens(r['reasoning_tokens'])} | {_fmt(r['adherence'], 2)} | {_fmt(r['truncated'], 2)} | "
-                     f"{_fmt(r['n_problems'])} |")
-    lines += ["", "## Report card", "", "| mode | Korean | English | all | tokens / problem | adherence |",
-              "|---|---|---|---|---|---|"]
+        extra = ", ".join(
+            f"{k} {_fmt(v)}"
+            for k, v in r["metrics"].items()
+            if (k.startswith("pass@") or k.startswith("maj@") or k == "acc")
+            and k != r["metric"]
+            and not k.endswith("stderr")
+            and v is not None
+        )
+        lines.append(
+            f"| {r['task']} | {r['language']} | {r['mode']} | {r['metric']} | {_fmt(r['score'])}"
+            + (f" ({extra})" if extra else "")
+            + f" | {_tokens(r['tokens_per_problem'])} | {_tokens(r['tokens_per_correct'])} | "
+            f"{_tokens(r['reasoning_tokens'])} | {_fmt(r['adherence'], 2)} | {_fmt(r['truncated'], 2)} | "
+            f"{_fmt(r['n_problems'])} |"
+        )
+    lines += [
+        "",
+        "## Report card",
+        "",
+        "| mode | Korean | English | all | tokens / problem | adherence |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode in sorted({r["mode"] for r in table}):
         subset = [r for r in table if r["mode"] == mode and r["score"] is not None]
 
@@ -100,19 +141,31 @@ def markdown(results: dict) -> str:
             values = [v for v in values if v is not None]
             return sum(values) / len(values) if values else None
 
-        lines.append(f"| {mode} | {_fmt(mean([r['score'] for r in subset if r['language'] == 'ko']))} | "
-                     f"{_fmt(mean([r['score'] for r in subset if r['language'] == 'en']))} | "
-                     f"{_fmt(mean([r['score'] for r in subset]))} | {_tokens(mean([r['tokens_per_problem'] for r in subset]))} | "
-                     f"{_fmt(mean([r['adherence'] for r in subset]), 2)} |")
+        lines.append(
+            f"| {mode} | {_fmt(mean([r['score'] for r in subset if r['language'] == 'ko']))} | "
+            f"{_fmt(mean([r['score'] for r in subset if r['language'] == 'en']))} | "
+            f"{_fmt(mean([r['score'] for r in subset]))} | {_tokens(mean([r['tokens_per_problem'] for r in subset]))} | "
+            f"{_fmt(mean([r['adherence'] for r in subset]), 2)} |"
+        )
     sandbox = results.get("sandbox")
     if sandbox:
-        layers = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sandbox.items()
-                           if k in ("user_namespace", "network_namespace", "pid_namespace", "process_limit", "guard"))
-        lines += ["", f"Code ran in the sandbox ({layers}; timeout {sandbox.get('timeout_s')} s, "
-                      f"memory {sandbox.get('memory_mb')} MiB)."]
-    lines += ["", "Scores are shares (0-1). Tokens are generated tokens; *tokens / correct* is all tokens spent "
-              "on a task divided by the correct answers. Adherence: non-think answers without reasoning, think "
-              "answers with a closed reasoning block and an answer after it.", ""]
+        layers = ", ".join(
+            f"{k.replace('_', ' ')}: {v}"
+            for k, v in sandbox.items()
+            if k in ("user_namespace", "network_namespace", "pid_namespace", "process_limit", "guard")
+        )
+        lines += [
+            "",
+            f"Code ran in the sandbox ({layers}; timeout {sandbox.get('timeout_s')} s, "
+            f"memory {sandbox.get('memory_mb')} MiB).",
+        ]
+    lines += [
+        "",
+        "Scores are shares (0-1). Tokens are generated tokens; *tokens / correct* is all tokens spent "
+        "on a task divided by the correct answers. Adherence: non-think answers without reasoning, think "
+        "answers with a closed reasoning block and an answer after it.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -194,8 +247,12 @@ def compare(paths: Sequence[str | Path], out: str | Path) -> Path:
         for r in rows(results):
             if (r["task"], r["mode"]) not in keys:
                 keys.append((r["task"], r["mode"]))
-    lines = ["# k1 eval: comparison", "", "| task | mode | " + " | ".join(names) + " |",
-             "|---|---|" + "---|" * len(names)]
+    lines = [
+        "# k1 eval: comparison",
+        "",
+        "| task | mode | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for task, mode in keys:
         cells = []
         for results in all_results:

@@ -99,7 +99,9 @@ class EvalConfig:
             if mode not in MODES:
                 raise ConfigError(f"unknown mode {mode!r}" + did_you_mean(mode, MODES))
         if self.n > 1 and self.temperature == 0:
-            raise ConfigError(f"n={self.n} samples with temperature 0 would all be the same; set temperature (e.g. 0.6)")
+            raise ConfigError(
+                f"n={self.n} samples with temperature 0 would all be the same; set temperature (e.g. 0.6)"
+            )
         bad = [k for k in self.k if not 1 <= k <= self.n]
         if bad:
             raise ConfigError(f"pass@{bad[0]} needs n >= {bad[0]} samples per problem (n={self.n})")
@@ -149,7 +151,9 @@ def parse_task_args(values: list[str]) -> list[TaskSpec]:
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
             if "=" not in item:
-                raise ConfigError(f"--tasks {item!r}: write NAME=PATH (the data file), e.g. gsm8k=data/gsm8k.jsonl")
+                raise ConfigError(
+                    f"--tasks {item!r}: write NAME=PATH (the data file), e.g. gsm8k=data/gsm8k.jsonl"
+                )
             name, data = item.split("=", 1)
             get_task(name.strip())
             specs.append(TaskSpec(name.strip(), data.strip()))
@@ -190,11 +194,26 @@ def _append(path: Path, records: list[dict]) -> None:
 
 def _fingerprint(cfg: EvalConfig) -> str:
     """What makes two runs' samples interchangeable (not limits or worker counts)."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k in ("model", "backend", "served_model", "max_new_tokens", "temperature", "top_p", "n", "seed",
-                     "num_fewshot")}
-    keep["tasks"] = sorted((t.name, t.data, t.fewshot_data, t.num_fewshot, json.dumps(t.options, sort_keys=True))
-                           for t in cfg.tasks)
+    keep = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k
+        in (
+            "model",
+            "backend",
+            "served_model",
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "seed",
+            "num_fewshot",
+        )
+    }
+    keep["tasks"] = sorted(
+        (t.name, t.data, t.fewshot_data, t.num_fewshot, json.dumps(t.options, sort_keys=True))
+        for t in cfg.tasks
+    )
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -203,10 +222,23 @@ def _fingerprint(cfg: EvalConfig) -> str:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
 def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
@@ -215,33 +247,60 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
 
     cfg.validate()
     out = Path(cfg.out)
-    samples_dir = out / "samples"
-    samples_dir.mkdir(parents=True, exist_ok=True)
     stamp = out / "run.json"
     fingerprint = _fingerprint(cfg)
     if stamp.exists() and not fresh:
-        previous = json.loads(stamp.read_text())
-        if previous.get("fingerprint") != fingerprint:
-            raise K1Error(f"{out}: holds samples from a different run config; choose another --out or pass --fresh")
+        try:
+            previous = json.loads(stamp.read_text()).get("fingerprint")
+        except (ValueError, AttributeError):
+            previous = None
+        if previous != fingerprint:
+            raise K1Error(
+                f"{out}: holds samples from a different run config; choose another --out or pass --fresh"
+            )
+    model = model or load_model(
+        cfg.model,
+        cfg.backend,
+        served_model=cfg.served_model,
+        api_key_env=cfg.api_key_env,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        batch_size=cfg.batch_size,
+        concurrency=cfg.concurrency,
+    )
+    if "think" in cfg.modes and not model.chat and any(get_task(t.name).kind != "mcq" for t in cfg.tasks):
+        raise K1Error(f"{cfg.model}: no chat template, so it cannot run in think mode; use --modes non-think")
+    # The output directory is touched only once the model and config are known to be good.
+    samples_dir = out / "samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
     if fresh:
         for f in samples_dir.glob("*.jsonl"):
             f.unlink()
     stamp.write_text(json.dumps({"fingerprint": fingerprint}))
-
-    model = model or load_model(cfg.model, cfg.backend, served_model=cfg.served_model, api_key_env=cfg.api_key_env,
-                                device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                concurrency=cfg.concurrency)
-    if "think" in cfg.modes and not model.chat and any(get_task(t.name).kind != "mcq" for t in cfg.tasks):
-        raise K1Error(f"{cfg.model}: no chat template, so it cannot run in think mode; use --modes non-think")
-    results: dict = {"model": cfg.model, "name": getattr(model, "name", cfg.model), "backend": model.backend,
-                     "chat": model.chat, "config": _public_config(cfg), "tasks": {}, "started": _now()}
+    results: dict = {
+        "model": cfg.model,
+        "name": getattr(model, "name", cfg.model),
+        "backend": model.backend,
+        "chat": model.chat,
+        "config": _public_config(cfg),
+        "tasks": {},
+        "started": _now(),
+    }
     if any(get_task(t.name).kind == "code" for t in cfg.tasks):
         results["sandbox"] = {**dataclasses.asdict(cfg.sandbox), **isolation().describe()}
     with _progress() as bar:
         for spec in cfg.tasks:
             task = get_task(spec.name)
-            docs = task.load(spec.data, limit=spec.limit if spec.limit is not None else cfg.limit, **spec.options)
-            entry = {"kind": task.kind, "language": task.language, "data": spec.data, "n_docs": len(docs), "modes": {}}
+            docs = task.load(
+                spec.data, limit=spec.limit if spec.limit is not None else cfg.limit, **spec.options
+            )
+            entry = {
+                "kind": task.kind,
+                "language": task.language,
+                "data": spec.data,
+                "n_docs": len(docs),
+                "modes": {},
+            }
             results["tasks"][task.name] = entry
             modes = [LOGLIKELIHOOD] if isinstance(task, MCQTask) else cfg.modes
             for mode in modes:
@@ -252,12 +311,19 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
                 bar_id = bar.add_task(label, total=len(docs), completed=len(docs) - len(todo))
                 started = time.monotonic()
                 if isinstance(task, MCQTask):
-                    records = _run_mcq(model, task, spec, cfg, todo, path, lambda k, b=bar_id: bar.advance(b, k))
+                    records = _run_mcq(
+                        model, task, spec, cfg, todo, path, lambda k, b=bar_id: bar.advance(b, k)
+                    )
                 else:
-                    records = _run_generative(model, task, cfg, todo, mode, path,
-                                              lambda k, b=bar_id: bar.advance(b, k))
+                    records = _run_generative(
+                        model, task, cfg, todo, mode, path, lambda k, b=bar_id: bar.advance(b, k)
+                    )
                 ordered = [done.get(d.id) or records[d.id] for d in docs]
-                metrics = mcq_eval.metrics(ordered) if isinstance(task, MCQTask) else generative_metrics(ordered, cfg.k)
+                metrics = (
+                    mcq_eval.metrics(ordered)
+                    if isinstance(task, MCQTask)
+                    else generative_metrics(ordered, cfg.k)
+                )
                 metrics["wall_s"] = round(time.monotonic() - started, 2)
                 entry["modes"][mode] = metrics
     results["finished"] = _now()
@@ -265,7 +331,9 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
     return results
 
 
-def _run_mcq(model, task: MCQTask, spec: TaskSpec, cfg: EvalConfig, todo, path: Path, advance) -> dict[str, dict]:
+def _run_mcq(
+    model, task: MCQTask, spec: TaskSpec, cfg: EvalConfig, todo, path: Path, advance
+) -> dict[str, dict]:
     if not todo:
         return {}
     k = spec.num_fewshot if spec.num_fewshot is not None else cfg.num_fewshot
@@ -273,8 +341,16 @@ def _run_mcq(model, task: MCQTask, spec: TaskSpec, cfg: EvalConfig, todo, path: 
     if k > 0:
         pool_path = spec.fewshot_data or task.fewshot_pool_path(spec.data)
         pool = task.load(pool_path) if pool_path else task.load(spec.data)
-    records = mcq_eval.evaluate(model, task, todo, pool, num_fewshot=k, seed=cfg.seed,
-                                on_records=lambda new: _append(path, new), progress=advance)
+    records = mcq_eval.evaluate(
+        model,
+        task,
+        todo,
+        pool,
+        num_fewshot=k,
+        seed=cfg.seed,
+        on_records=lambda new: _append(path, new),
+        progress=advance,
+    )
     return {r["id"]: r for r in records}
 
 
@@ -285,9 +361,17 @@ def _run_generative(model, task, cfg: EvalConfig, todo, mode: str, path: Path, a
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         prompts = [task.prompt(doc, think=think, chat=model.chat) for doc in part]
-        completions = model.generate(prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                     top_p=cfg.top_p, n=cfg.n, seed=cfg.seed + start)
-        records = _score_generative(task, part, completions, think, model.count_tokens, cfg.sandbox, cfg.workers)
+        completions = model.generate(
+            prompts,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            n=cfg.n,
+            seed=cfg.seed + start,
+        )
+        records = _score_generative(
+            task, part, completions, think, model.count_tokens, cfg.sandbox, cfg.workers
+        )
         for r in records:
             r["mode"] = mode
         _append(path, records)
@@ -298,7 +382,10 @@ def _run_generative(model, task, cfg: EvalConfig, todo, mode: str, path: Path, a
 
 def _score_generative(task, docs, completions, think, count_tokens, limits, workers) -> list[dict]:
     if task.kind == "math":
-        return [math_eval.score_doc(doc, comps, think, count_tokens) for doc, comps in zip(docs, completions, strict=True)]
+        return [
+            math_eval.score_doc(doc, comps, think, count_tokens)
+            for doc, comps in zip(docs, completions, strict=True)
+        ]
     return code_eval.score_docs(docs, completions, think, count_tokens, limits, workers)
 
 
@@ -329,7 +416,11 @@ def _sample_completions(where: str, record: dict) -> list[Completion]:
         return out
     for key in ("completions", "responses", "outputs"):
         if isinstance(record.get(key), list):
-            counts = record.get("n_tokens") if isinstance(record.get("n_tokens"), list) else [None] * len(record[key])
+            counts = (
+                record.get("n_tokens")
+                if isinstance(record.get("n_tokens"), list)
+                else [None] * len(record[key])
+            )
             return [Completion(str(t), tokens(c)) for t, c in zip(record[key], counts, strict=False)]
     for key in ("completion", "response", "output", "text"):
         if isinstance(record.get(key), str):
@@ -344,10 +435,21 @@ def _record_id(where: str, record: dict) -> str:
     raise DataError(f"{where}: no 'id' naming the problem it answers")
 
 
-def score(task_name: str, data: str, samples: str | None = None, *, reference: bool = False,
-          mode: str = "non-think", tokenizer: str | None = None, ks: tuple[int, ...] = (1,),
-          limits: Limits | None = None, workers: int = 2, limit: int | None = None, options: dict | None = None,
-          out: str | None = None) -> dict:
+def score(
+    task_name: str,
+    data: str,
+    samples: str | None = None,
+    *,
+    reference: bool = False,
+    mode: str = "non-think",
+    tokenizer: str | None = None,
+    ks: tuple[int, ...] = (1,),
+    limits: Limits | None = None,
+    workers: int = 2,
+    limit: int | None = None,
+    options: dict | None = None,
+    out: str | None = None,
+) -> dict:
     """Score completions from a samples file (any model, any server), or the data set's own references.
 
     Samples jsonl: {"id": ..., "completion": "..."} or {"id": ..., "completions": [...]} (optionally
@@ -389,16 +491,24 @@ def score(task_name: str, data: str, samples: str | None = None, *, reference: b
                 lls = record.get("loglikelihoods")
                 choice = record.get("choice", record.get("pred"))
                 if lls is None and choice is None:
-                    raise DataError(f"{where}: multiple choice needs 'loglikelihoods' (list) or 'choice' (index)")
+                    raise DataError(
+                        f"{where}: multiple choice needs 'loglikelihoods' (list) or 'choice' (index)"
+                    )
                 if lls is not None and (not isinstance(lls, list) or len(lls) != len(by_id[rid].choices)):
-                    raise DataError(f"{where}: 'loglikelihoods' should list {len(by_id[rid].choices)} numbers")
+                    raise DataError(
+                        f"{where}: 'loglikelihoods' should list {len(by_id[rid].choices)} numbers"
+                    )
                 groups.setdefault(LOGLIKELIHOOD, []).append((by_id[rid], (lls, choice)))
             else:
                 if m not in MODES:
                     raise DataError(f"{where}: mode {m!r}" + did_you_mean(str(m), MODES))
                 groups.setdefault(m, []).append((by_id[rid], _sample_completions(where, record)))
-    results: dict = {"model": samples or "reference", "name": Path(samples).stem if samples else "reference",
-                     "backend": "samples", "tasks": {}}
+    results: dict = {
+        "model": samples or "reference",
+        "name": Path(samples).stem if samples else "reference",
+        "backend": "samples",
+        "tasks": {},
+    }
     entry = {"kind": task.kind, "language": task.language, "data": data, "n_docs": len(docs), "modes": {}}
     results["tasks"][task.name] = entry
     scored_all = {}
@@ -410,7 +520,9 @@ def score(task_name: str, data: str, samples: str | None = None, *, reference: b
                     records.append(mcq_eval.score_doc(doc, choice=value))
                 else:
                     lls, choice = value
-                    records.append(mcq_eval.score_doc(doc, lls, _choice_index(doc, choice) if lls is None else None))
+                    records.append(
+                        mcq_eval.score_doc(doc, lls, _choice_index(doc, choice) if lls is None else None)
+                    )
             metrics = mcq_eval.metrics(records)
             m = LOGLIKELIHOOD
         else:

@@ -100,7 +100,9 @@ class Limits:
         ]
         for name, ok in checks:
             if not ok:
-                raise K1Error(f"sandbox limit {name}={getattr(self, name)} is out of range; see docs/evals.md")
+                raise K1Error(
+                    f"sandbox limit {name}={getattr(self, name)} is out of range; see docs/evals.md"
+                )
         return self
 
 
@@ -143,7 +145,9 @@ class Isolation:
             "user_namespace": "--user" in self.namespaces,
             "network_namespace": "--net" in self.namespaces,
             "pid_namespace": "--pid" in self.namespaces,
-            "process_limit": "cgroup-" + self.cgroup if self.cgroup else ("rlimit" if self.nproc_rlimit else "none"),
+            "process_limit": "cgroup-" + self.cgroup
+            if self.cgroup
+            else ("rlimit" if self.nproc_rlimit else "none"),
         }
 
 
@@ -419,7 +423,9 @@ _k1_boot()
 # The evaluator-side part
 
 
-def run_python(source: str, stdin: str = "", limits: Limits | None = None, *, until_end: bool = False) -> RunResult:
+def run_python(
+    source: str, stdin: str = "", limits: Limits | None = None, *, until_end: bool = False
+) -> RunResult:
     """Run a Python program; never raises for anything the program does.
 
     `until_end`: the program must run to its last line (test-style programs, whose asserts come
@@ -430,7 +436,9 @@ def run_python(source: str, stdin: str = "", limits: Limits | None = None, *, un
     if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         return RunResult(None, "", "program too large", reason="program too large")
     if len(stdin.encode("utf-8", "surrogatepass")) > MAX_STDIN_BYTES:
-        raise K1Error(f"test input of {len(stdin)} characters exceeds the sandbox limit of {MAX_STDIN_BYTES} bytes")
+        raise K1Error(
+            f"test input of {len(stdin)} characters exceeds the sandbox limit of {MAX_STDIN_BYTES} bytes"
+        )
     iso = isolation()
     work = os.path.realpath(tempfile.mkdtemp(prefix="k1-sandbox-"))
     io_dir = tempfile.mkdtemp(prefix="k1-sandbox-io-")  # outside `work`: the program cannot reach it
@@ -528,9 +536,15 @@ def run_python(source: str, stdin: str = "", limits: Limits | None = None, *, un
         timed_out=timed_out,
         completed=completed if marker else returncode == 0,
         wall_s=round(wall, 4),
-        layers={**iso.describe(), "python_guard": limits.guard} if limits.namespaces else
-        {**iso.describe(), "user_namespace": False, "network_namespace": False, "pid_namespace": False,
-         "python_guard": limits.guard},
+        layers={**iso.describe(), "python_guard": limits.guard}
+        if limits.namespaces
+        else {
+            **iso.describe(),
+            "user_namespace": False,
+            "network_namespace": False,
+            "pid_namespace": False,
+            "python_guard": limits.guard,
+        },
     )
     result.reason = _reason(result)
     return result
@@ -609,7 +623,11 @@ def _reason(r: RunResult) -> str:
     if "sandbox:" in tail:
         return "refused by guard"
     if r.returncode < 0:
-        return f"signal {signal.Signals(-r.returncode).name}" if -r.returncode in signal.valid_signals() else "signal"
+        return (
+            f"signal {signal.Signals(-r.returncode).name}"
+            if -r.returncode in signal.valid_signals()
+            else "signal"
+        )
     return f"exit {r.returncode}"
 
 
@@ -640,8 +658,9 @@ def _rmtree(path: str) -> None:
 # Many runs at once
 
 
-def run_many(jobs: list[tuple[str, str, bool]], limits: Limits | None = None, workers: int = 2,
-             progress=None) -> list[RunResult]:
+def run_many(
+    jobs: list[tuple[str, str, bool]], limits: Limits | None = None, workers: int = 2, progress=None
+) -> list[RunResult]:
     """Run (source, stdin, until_end) jobs on `workers` threads; results in job order."""
     from concurrent.futures import ThreadPoolExecutor
 

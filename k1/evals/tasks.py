@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 from k1.errors import ConfigError, did_you_mean
@@ -115,13 +116,18 @@ class Task:
                 for ext in (".tsv", ".jsonl", ".json", ".csv", ".jsonl.gz"):
                     if (path / f"{name}{ext}").is_file():
                         return path / f"{name}{ext}"
-            raise DataError(f"{path}: a directory without a test/dev/validation file; pass the data file itself")
+            raise DataError(
+                f"{path}: a directory without a test/dev/validation file; pass the data file itself"
+            )
         return path
 
     def load(self, path: str | Path, limit: int | None = None, **options) -> list[Doc]:
         unknown = [k for k in options if k not in self.options]
         if unknown:
-            raise ConfigError(f"task {self.name}: unknown option {unknown[0]!r}" + did_you_mean(unknown[0], list(self.options) or ["(none)"]))
+            raise ConfigError(
+                f"task {self.name}: unknown option {unknown[0]!r}"
+                + did_you_mean(unknown[0], list(self.options) or ["(none)"])
+            )
         docs: list[Doc] = []
         seen: set[str] = set()
         for where, record in read_records(self.resolve(path)):
@@ -129,7 +135,9 @@ class Task:
             if not self.keep(doc, record, options):
                 continue
             if doc.id in seen:
-                doc.id = f"{doc.id}@{where.rsplit(':', 1)[-1]}"  # ids must be unique: samples are keyed by them
+                doc.id = (
+                    f"{doc.id}@{where.rsplit(':', 1)[-1]}"  # ids must be unique: samples are keyed by them
+                )
             seen.add(doc.id)
             docs.append(doc)
             if len(docs) > MAX_DOCS:
@@ -187,7 +195,9 @@ class MathTask(Task):
             text = f"문제: {doc.problem}\n풀이:"
             stop = ("\n\n문제:",)
         else:
-            instruction = f"{doc.problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+            instruction = (
+                f"{doc.problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+            )
             text = f"Question: {doc.problem}\nAnswer: Let's think step by step."
             stop = ("\n\nQuestion:",)
         if chat:
@@ -209,36 +219,54 @@ class CodeTask(Task):
         ko = self.language == "ko"
         if doc.style == "tests" and doc.header:  # HumanEval: complete the function
             if not chat:
-                return Prompt(text=doc.header, stop=("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert "))
-            body = (("다음 Python 함수를 완성하세요. 함수 전체를 ```python 코드 블록으로 답하세요.\n\n" if ko else
-                     "Complete the following Python function. Answer with the whole function in a ```python code block.\n\n")
-                    + f"```python\n{doc.header}```")
+                return Prompt(
+                    text=doc.header, stop=("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
+                )
+            body = (
+                "다음 Python 함수를 완성하세요. 함수 전체를 ```python 코드 블록으로 답하세요.\n\n"
+                if ko
+                else "Complete the following Python function. Answer with the whole function in a ```python code block.\n\n"
+            ) + f"```python\n{doc.header}```"
         elif doc.style == "tests":  # MBPP: write a function that passes the shown tests
             tests = "\n".join(doc.test_examples)
             if ko:
-                body = (f"당신은 Python 전문가입니다. 다음 과제를 해결하세요: {doc.statement}\n"
-                        f"코드는 다음 테스트를 통과해야 합니다:\n\n{tests}\n\n함수를 ```python 코드 블록으로 작성하세요.")
+                body = (
+                    f"당신은 Python 전문가입니다. 다음 과제를 해결하세요: {doc.statement}\n"
+                    f"코드는 다음 테스트를 통과해야 합니다:\n\n{tests}\n\n함수를 ```python 코드 블록으로 작성하세요."
+                )
             else:
-                body = (f"You are an expert Python programmer, and here is your task: {doc.statement}\n"
-                        f"Your code should pass these tests:\n\n{tests}\n\nWrite the function in a ```python code block.")
+                body = (
+                    f"You are an expert Python programmer, and here is your task: {doc.statement}\n"
+                    f"Your code should pass these tests:\n\n{tests}\n\nWrite the function in a ```python code block."
+                )
             if not chat:
                 return Prompt(text=_cap(body + "\n```python\n"), stop=("\n```",))
         else:  # contest problem: a program on stdin/stdout, or a method for the given starter code
             if ko:
-                head = ("다음 명세에 맞고 모든 테스트를 통과하는 올바른 Python 프로그램을 작성하세요.\n\n"
-                        f"문제: {doc.statement}\n\n")
-                tail = ("다음 시작 코드를 사용해 풀이를 작성하고, 코드를 구분 기호로 감싸세요.\n"
-                        f"```python\n{doc.starter_code}\n```" if doc.starter_code else
-                        "표준 입력에서 입력을 읽어 문제를 풀고 답을 표준 출력으로 쓰세요(예제 입력으로 직접 테스트하지 마세요). "
-                        "코드를 다음과 같이 구분 기호로 감싸세요.\n```python\n# 여기에 코드를 작성하세요\n```")
+                head = (
+                    "다음 명세에 맞고 모든 테스트를 통과하는 올바른 Python 프로그램을 작성하세요.\n\n"
+                    f"문제: {doc.statement}\n\n"
+                )
+                tail = (
+                    "다음 시작 코드를 사용해 풀이를 작성하고, 코드를 구분 기호로 감싸세요.\n"
+                    f"```python\n{doc.starter_code}\n```"
+                    if doc.starter_code
+                    else "표준 입력에서 입력을 읽어 문제를 풀고 답을 표준 출력으로 쓰세요(예제 입력으로 직접 테스트하지 마세요). "
+                    "코드를 다음과 같이 구분 기호로 감싸세요.\n```python\n# 여기에 코드를 작성하세요\n```"
+                )
             else:
-                head = ("You will be given a problem specification; write a correct Python program that matches it "
-                        f"and passes all tests.\n\nQuestion: {doc.statement}\n\n")
-                tail = ("Use the following starter code for your solution and enclose your code within delimiters.\n"
-                        f"```python\n{doc.starter_code}\n```" if doc.starter_code else
-                        "Read the inputs from stdin, solve the problem and write the answer to stdout (do not test "
-                        "directly on the sample inputs). Enclose your code within delimiters as follows.\n"
-                        "```python\n# YOUR CODE HERE\n```")
+                head = (
+                    "You will be given a problem specification; write a correct Python program that matches it "
+                    f"and passes all tests.\n\nQuestion: {doc.statement}\n\n"
+                )
+                tail = (
+                    "Use the following starter code for your solution and enclose your code within delimiters.\n"
+                    f"```python\n{doc.starter_code}\n```"
+                    if doc.starter_code
+                    else "Read the inputs from stdin, solve the problem and write the answer to stdout (do not test "
+                    "directly on the sample inputs). Enclose your code within delimiters as follows.\n"
+                    "```python\n# YOUR CODE HERE\n```"
+                )
             body = head + tail
             if not chat:
                 return Prompt(text=_cap(body + "\n\n```python\n"), stop=("\n```",))
@@ -305,7 +333,12 @@ def parse_kobest_boolq(where: str, r: dict) -> MCQDoc:
         gold = int(answer == "TRUE")
     else:
         gold = _int(field(r, where, "label"), where, "label")
-    return MCQDoc(_doc_id(where, r, "ID", "id"), f"{text} 질문: {question} 답변:", [" 아니오", " 예"], _gold(where, gold, 2))
+    return MCQDoc(
+        _doc_id(where, r, "ID", "id"),
+        f"{text} 질문: {question} 답변:",
+        [" 아니오", " 예"],
+        _gold(where, gold, 2),
+    )
 
 
 def parse_kobest_copa(where: str, r: dict) -> MCQDoc:
@@ -315,10 +348,21 @@ def parse_kobest_copa(where: str, r: dict) -> MCQDoc:
     connectors = {"원인": "왜냐하면", "결과": "그래서"}
     if relation not in connectors:
         raise DataError(f"{where}: field 'question' should be 원인 or 결과, got {relation!r}")
-    alternatives = [str(field(r, where, "1", "alternative_1")).strip(), str(field(r, where, "2", "alternative_2")).strip()]
-    gold = _int(r["Answer"], where, "Answer") - 1 if "Answer" in r else _int(field(r, where, "label"), where, "label")
-    return MCQDoc(_doc_id(where, r, "ID", "id"), f"{premise} {connectors[relation]}", [" " + a for a in alternatives],
-                  _gold(where, gold, 2))
+    alternatives = [
+        str(field(r, where, "1", "alternative_1")).strip(),
+        str(field(r, where, "2", "alternative_2")).strip(),
+    ]
+    gold = (
+        _int(r["Answer"], where, "Answer") - 1
+        if "Answer" in r
+        else _int(field(r, where, "label"), where, "label")
+    )
+    return MCQDoc(
+        _doc_id(where, r, "ID", "id"),
+        f"{premise} {connectors[relation]}",
+        [" " + a for a in alternatives],
+        _gold(where, gold, 2),
+    )
 
 
 def parse_kobest_hellaswag(where: str, r: dict) -> MCQDoc:
@@ -417,8 +461,15 @@ def parse_humaneval(where: str, r: dict) -> CodeDoc:
     entry = str(field(r, where, "entry_point"))
     test = str(field(r, where, "test"))
     canonical = r.get("canonical_solution")
-    return CodeDoc(_doc_id(where, r, "task_id"), header, "tests", header=header, tests=f"{test}\n\ncheck({entry})\n",
-                   entry_point=entry, reference=canonical if isinstance(canonical, str) else None)
+    return CodeDoc(
+        _doc_id(where, r, "task_id"),
+        header,
+        "tests",
+        header=header,
+        tests=f"{test}\n\ncheck({entry})\n",
+        entry_point=entry,
+        reference=canonical if isinstance(canonical, str) else None,
+    )
 
 
 def parse_mbpp(where: str, r: dict) -> CodeDoc:
@@ -430,12 +481,24 @@ def parse_mbpp(where: str, r: dict) -> CodeDoc:
     # test_setup_code builds fixtures from the solution's own classes (e.g. Node), so it runs after it
     fixtures = str(r.get("test_setup_code") or "").strip()
     code = r.get("code")
-    return CodeDoc(_doc_id(where, r, "task_id"), statement, "tests", setup=setup,
-                   tests=(fixtures + "\n" if fixtures else "") + "\n".join(tests) + "\n",
-                   reference=code if isinstance(code, str) else None, test_examples=tests)
+    return CodeDoc(
+        _doc_id(where, r, "task_id"),
+        statement,
+        "tests",
+        setup=setup,
+        tests=(fixtures + "\n" if fixtures else "") + "\n".join(tests) + "\n",
+        reference=code if isinstance(code, str) else None,
+        test_examples=tests,
+    )
 
 
-MBPP_SPLITS = {"all": (1, 10**9), "prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
+MBPP_SPLITS = {
+    "all": (1, 10**9),
+    "prompt": (1, 10),
+    "test": (11, 510),
+    "validation": (511, 600),
+    "train": (601, 974),
+}
 
 
 def _mbpp_keep(doc: CodeDoc, record: dict, options: dict) -> bool:
@@ -483,7 +546,9 @@ def _unpack_lcb(where: str, name: str, text: str) -> str:
 
         value = _StringsOnly(io.BytesIO(raw)).load()
     except Exception as err:
-        raise DataError(f"{where}: field {name!r} is neither JSON nor packed LiveCodeBench tests ({err})") from None
+        raise DataError(
+            f"{where}: field {name!r} is neither JSON nor packed LiveCodeBench tests ({err})"
+        ) from None
     if not isinstance(value, str):
         raise DataError(f"{where}: field {name!r} unpacks to {type(value).__name__}, expected a JSON string")
     return value
@@ -513,9 +578,15 @@ def parse_livecodebench(where: str, r: dict) -> CodeDoc:
     if functional and not entry:
         raise DataError(f"{where}: functional tests need metadata.func_name")
     reference = r.get("solution") or r.get("reference_solution")
-    return CodeDoc(_doc_id(where, r, "question_id", "id"), statement, "functional" if functional else "stdio",
-                   entry_point=entry, cases=cases, starter_code=str(r.get("starter_code") or ""),
-                   reference=str(reference) if reference else None)
+    return CodeDoc(
+        _doc_id(where, r, "question_id", "id"),
+        statement,
+        "functional" if functional else "stdio",
+        entry_point=entry,
+        cases=cases,
+        starter_code=str(r.get("starter_code") or ""),
+        reference=str(reference) if reference else None,
+    )
 
 
 def _lcb_keep(doc: CodeDoc, record: dict, options: dict) -> bool:
@@ -526,14 +597,19 @@ def _lcb_keep(doc: CodeDoc, record: dict, options: dict) -> bool:
         return False
     if options.get("before") and (not date or date >= str(options["before"])):
         return False
-    if options.get("difficulty") and str(record.get("difficulty", "")).lower() != str(options["difficulty"]).lower():
+    if (
+        options.get("difficulty")
+        and str(record.get("difficulty", "")).lower() != str(options["difficulty"]).lower()
+    ):
         return False
     return True
 
 
-_LCB_OPTIONS = {"after": "keep problems with contest_date >= this (YYYY-MM-DD)",
-                "before": "keep problems with contest_date < this (YYYY-MM-DD)",
-                "difficulty": "easy, medium or hard"}
+_LCB_OPTIONS = {
+    "after": "keep problems with contest_date >= this (YYYY-MM-DD)",
+    "before": "keep problems with contest_date < this (YYYY-MM-DD)",
+    "difficulty": "easy, medium or hard",
+}
 
 
 @dataclass
@@ -549,33 +625,86 @@ class _LCBTask(CodeTask):
 
 
 for _task in (
-    MCQTask("kobest_boolq", "ko", "KoBEST BoolQ: yes/no reading comprehension (TSV: ID, Text, Question, Answer)",
-            parse_kobest_boolq),
-    MCQTask("kobest_copa", "ko", "KoBEST COPA: cause/effect, 2 choices (TSV: ID, sentence, question, 1, 2, Answer)",
-            parse_kobest_copa),
-    MCQTask("kobest_hellaswag", "ko", "KoBEST HellaSwag: sentence continuation, 4 choices (TSV: context, choice1-4, label)",
-            parse_kobest_hellaswag),
-    MCQTask("kmmlu", "ko", "KMMLU-style Korean knowledge, 4 lettered options (CSV: question, A-D, answer 1-4)",
-            parse_kmmlu),
-    MCQTask("click", "ko", "CLIcK-style Korean culture/language, 4-5 options (JSON: paragraph, question, choices, answer)",
-            parse_click),
-    MCQTask("mcq", "ko", "Generic Korean lettered multiple choice (jsonl: question, choices, answer index/letter/text)",
-            _parse_generic_mcq("정답")),
-    MCQTask("mcq_en", "en", "Generic English lettered multiple choice (jsonl: question, choices, answer)",
-            _parse_generic_mcq("Answer")),
+    MCQTask(
+        "kobest_boolq",
+        "ko",
+        "KoBEST BoolQ: yes/no reading comprehension (TSV: ID, Text, Question, Answer)",
+        parse_kobest_boolq,
+    ),
+    MCQTask(
+        "kobest_copa",
+        "ko",
+        "KoBEST COPA: cause/effect, 2 choices (TSV: ID, sentence, question, 1, 2, Answer)",
+        parse_kobest_copa,
+    ),
+    MCQTask(
+        "kobest_hellaswag",
+        "ko",
+        "KoBEST HellaSwag: sentence continuation, 4 choices (TSV: context, choice1-4, label)",
+        parse_kobest_hellaswag,
+    ),
+    MCQTask(
+        "kmmlu",
+        "ko",
+        "KMMLU-style Korean knowledge, 4 lettered options (CSV: question, A-D, answer 1-4)",
+        parse_kmmlu,
+    ),
+    MCQTask(
+        "click",
+        "ko",
+        "CLIcK-style Korean culture/language, 4-5 options (JSON: paragraph, question, choices, answer)",
+        parse_click,
+    ),
+    MCQTask(
+        "mcq",
+        "ko",
+        "Generic Korean lettered multiple choice (jsonl: question, choices, answer index/letter/text)",
+        _parse_generic_mcq("정답"),
+    ),
+    MCQTask(
+        "mcq_en",
+        "en",
+        "Generic English lettered multiple choice (jsonl: question, choices, answer)",
+        _parse_generic_mcq("Answer"),
+    ),
     MathTask("gsm8k", "en", "GSM8K grade-school math (jsonl: question, answer with '#### n')", parse_gsm8k),
-    MathTask("aime", "en", "AIME competition math, integer answers 0-999 (jsonl: problem, answer)", parse_aime),
-    MathTask("kor_math", "ko", "Korean word problems (jsonl: kor_question, answer), e.g. translated AddSub/MultiArith/SingleEq",
-             parse_kor_math),
+    MathTask(
+        "aime", "en", "AIME competition math, integer answers 0-999 (jsonl: problem, answer)", parse_aime
+    ),
+    MathTask(
+        "kor_math",
+        "ko",
+        "Korean word problems (jsonl: kor_question, answer), e.g. translated AddSub/MultiArith/SingleEq",
+        parse_kor_math,
+    ),
     MathTask("math", "en", "Generic math (jsonl: problem or question, answer)", parse_math),
     MathTask("math_ko", "ko", "Generic Korean math (jsonl: problem or question, answer)", parse_math),
-    CodeTask("humaneval", "en", "HumanEval: complete a function, run its check() (jsonl: task_id, prompt, test, entry_point)",
-             parse_humaneval),
-    _MBPPTask("mbpp", "en", "MBPP full (jsonl) or sanitized (json): write a function passing asserts",
-              parse_mbpp, options={"split": "all, prompt (1-10), test (11-510), validation (511-600), train (601-974)"}),
-    _LCBTask("livecodebench", "en", "LiveCodeBench code generation: stdin/stdout or LeetCode-style functional tests",
-             parse_livecodebench, options=dict(_LCB_OPTIONS)),
-    _LCBTask("livecodebench_ko", "ko", "LiveCodeBench with Korean statements and Korean instructions (same layout)",
-             parse_livecodebench, options=dict(_LCB_OPTIONS)),
+    CodeTask(
+        "humaneval",
+        "en",
+        "HumanEval: complete a function, run its check() (jsonl: task_id, prompt, test, entry_point)",
+        parse_humaneval,
+    ),
+    _MBPPTask(
+        "mbpp",
+        "en",
+        "MBPP full (jsonl) or sanitized (json): write a function passing asserts",
+        parse_mbpp,
+        options={"split": "all, prompt (1-10), test (11-510), validation (511-600), train (601-974)"},
+    ),
+    _LCBTask(
+        "livecodebench",
+        "en",
+        "LiveCodeBench code generation: stdin/stdout or LeetCode-style functional tests",
+        parse_livecodebench,
+        options=dict(_LCB_OPTIONS),
+    ),
+    _LCBTask(
+        "livecodebench_ko",
+        "ko",
+        "LiveCodeBench with Korean statements and Korean instructions (same layout)",
+        parse_livecodebench,
+        options=dict(_LCB_OPTIONS),
+    ),
 ):
     register(_task)
