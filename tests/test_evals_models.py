@@ -337,3 +337,21 @@ def test_run_against_an_endpoint(monkeypatch, math_file, copa_file, tmp_path):
     for path in out.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".md"):
             assert "sk-secret-abc" not in path.read_text()
+
+
+def test_score_counts_tokens_with_a_tokenizer(tmp_path, math_file):
+    """Completions made elsewhere carry no token counts; --tokenizer counts them, reasoning apart."""
+    from k1.evals.run import score
+
+    tok = tiny_tokenizer()
+    tok.save_pretrained(tmp_path / "tok")
+    text = "<think>3+4=7, 모두 7개</think>\n\n정답: \\boxed{7}"
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"id": "1", "completion": text, "mode": "think"}, ensure_ascii=False) + "\n")
+    metrics = score("math_ko", str(math_file), str(samples), tokenizer=str(tmp_path / "tok"))["tasks"]["math_ko"]
+    think = metrics["modes"]["think"]
+    total = len(tok(text, add_special_tokens=False)["input_ids"])
+    reasoning = len(tok("<think>3+4=7, 모두 7개</think>", add_special_tokens=False)["input_ids"])
+    assert think["pass@1"] == 1.0 and think["missing"] == 1
+    assert think["tokens_per_problem"] == total and think["reasoning_tokens"] == reasoning
+    assert think["answer_tokens"] == total - reasoning > 0

@@ -529,6 +529,11 @@ def score(
             think = m == "think"
             item_docs = [doc for doc, _ in items]
             comps = [[Completion(v, None)] if isinstance(v, str) else v for _, v in items]
+            if count:  # samples without token counts: count them with the given tokenizer
+                for row in comps:
+                    for c in row:
+                        if c.n_tokens is None:
+                            c.n_tokens = count(c.text)
             records = _score_generative(task, item_docs, comps, think, count, limits, workers)
             metrics = generative_metrics(records, [k for k in ks if k <= min(len(c) for c in comps)])
         metrics["missing"] = len(docs) - len({d.id for d, _ in items})
