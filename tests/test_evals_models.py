@@ -168,6 +168,26 @@ def test_run_think_and_non_think_end_to_end(trained_dir, math_file, tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_sampling_reports_maj_and_pass_at_k(trained_dir, math_file, tmp_path):
+    cfg = EvalConfig(
+        model=str(trained_dir),
+        tasks=[TaskSpec("math_ko", str(math_file))],
+        max_new_tokens=40,
+        n=4,
+        k=[1, 4],
+        temperature=1.0,
+        seed=3,
+        out=str(tmp_path / "run"),
+    )
+    metrics = run(cfg)["tasks"]["math_ko"]["modes"]["non-think"]
+    assert metrics["n_samples"] == 4 and {"pass@1", "pass@4", "maj@4"} <= set(metrics)
+    assert metrics["pass@4"] >= metrics["pass@1"] > 0.5  # it knows the answers; sampling rarely strays
+    record = json.loads(
+        (tmp_path / "run" / "samples" / "math_ko.non-think.jsonl").read_text().splitlines()[0]
+    )
+    assert len(record["samples"]) == 4 and record["majority"] == "7"
+
+
 class _Counting:
     """A backend wrapper that counts the problems it is asked to generate for."""
 
@@ -347,8 +367,12 @@ def test_score_counts_tokens_with_a_tokenizer(tmp_path, math_file):
     tok.save_pretrained(tmp_path / "tok")
     text = "<think>3+4=7, 모두 7개</think>\n\n정답: \\boxed{7}"
     samples = tmp_path / "s.jsonl"
-    samples.write_text(json.dumps({"id": "1", "completion": text, "mode": "think"}, ensure_ascii=False) + "\n")
-    metrics = score("math_ko", str(math_file), str(samples), tokenizer=str(tmp_path / "tok"))["tasks"]["math_ko"]
+    samples.write_text(
+        json.dumps({"id": "1", "completion": text, "mode": "think"}, ensure_ascii=False) + "\n"
+    )
+    metrics = score("math_ko", str(math_file), str(samples), tokenizer=str(tmp_path / "tok"))["tasks"][
+        "math_ko"
+    ]
     think = metrics["modes"]["think"]
     total = len(tok(text, add_special_tokens=False)["input_ids"])
     reasoning = len(tok("<think>3+4=7, 모두 7개</think>", add_special_tokens=False)["input_ids"])

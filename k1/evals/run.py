@@ -307,7 +307,7 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
                 path = samples_dir / f"{task.name}.{mode}.jsonl"
                 done = _read_done(path)
                 todo = [d for d in docs if d.id not in done]
-                label = f"{task.name} [{mode}]"
+                label = f"{task.name} ({mode})"
                 bar_id = bar.add_task(label, total=len(docs), completed=len(docs) - len(todo))
                 started = time.monotonic()
                 if isinstance(task, MCQTask):
