@@ -61,6 +61,8 @@ def healthy():
 def test_runs_programs_and_reads_stdin(healthy):
     r = run_python("import sys\nprint(sum(map(int, sys.stdin.read().split())))", "1 2 3\n", SMALL)
     assert (r.ok, r.stdout, r.reason) == (True, "6\n", "ok")
+    assert r.layers["python_guard"] and r.layers["process_limit"] in ("cgroup", "rlimit", "none")
+    assert r.layers["network_namespace"] == ("--net" in isolation().namespaces)
     r = run_python("raise ValueError('bad')", "", SMALL)
     assert not r.ok and r.returncode == 1 and "ValueError: bad" in r.stderr
 

@@ -443,9 +443,13 @@ def run_python(
             f"test input of {len(stdin)} characters exceeds the sandbox limit of {MAX_STDIN_BYTES} bytes"
         )
     iso = isolation()
+    if "\n" in tempfile.gettempdir():  # the bootstrap's config is one "key=value" per line
+        raise K1Error(f"temporary directory {tempfile.gettempdir()!r} has a newline in its path; set TMPDIR")
     work = os.path.realpath(tempfile.mkdtemp(prefix="k1-sandbox-"))
     io_dir = tempfile.mkdtemp(prefix="k1-sandbox-io-")  # outside `work`: the program cannot reach it
     cgroup = None
+    nproc = 0
+    prefix: list[str] = []
     proc = None
     cfg_r = res_r = res_w = -1
     marker = secrets.token_hex(16) if until_end else ""
@@ -453,76 +457,74 @@ def run_python(
     started = time.monotonic()
     timed_out = False
     try:
-        with open(os.path.join(work, "main.py"), "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(source)
-        stdin_path, out_path, err_path = (os.path.join(io_dir, n) for n in ("stdin", "stdout", "stderr"))
-        with open(stdin_path, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(stdin)
-        if limits.cgroup and iso.cgroup:
-            try:
-                cgroup = _Cgroup.create(limits.max_processes + 1)  # +1: the supervisor
-            except OSError:
-                cgroup = None
-        nproc = 0
-        if cgroup is None and iso.nproc_rlimit:
-            nproc = _user_process_count() + limits.max_processes
-        prefix = list(iso.namespaces) if limits.namespaces else []
-        res_r, res_w = os.pipe()
-        cfg = {
-            "work": work,
-            "cpu": int(limits.cpu_s),
-            "memory": int(limits.memory_mb) << 20,
-            "fsize": int(limits.file_size_mb) << 20,
-            "nofile": int(limits.max_open_files),
-            "nproc": nproc,
-            "guard": int(limits.guard),
-            "marker": marker,
-            "cgroup_procs": str(cgroup.path / "cgroup.procs") if cgroup else "",
-            "result_fd": res_w,
-        }
-        cfg_r, cfg_w = os.pipe()
-        if any("\n" in str(v) for v in cfg.values()):
-            raise K1Error(f"sandbox work dir {work!r} has a newline in its path; set TMPDIR to a plain path")
-        with os.fdopen(cfg_w, "wb") as f:  # small: fits the pipe buffer, so this cannot block
-            f.write("".join(f"{k}={v}\n" for k, v in cfg.items()).encode("utf-8", "surrogateescape"))
-        # The run token tags every process of this run (children inherit the command line), so
-        # leftovers can be found even without a PID namespace or cgroup.
-        argv = [*prefix, sys.executable, "-I", "-S", "-c", _BOOT, str(cfg_r), run_token]
-        with open(stdin_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
-            proc = subprocess.Popen(
-                argv,
-                stdin=fin,
-                stdout=fout,
-                stderr=ferr,
-                cwd=work,
-                env=_minimal_env(work),
-                pass_fds=(cfg_r, res_w),
-                start_new_session=True,
-                close_fds=True,
-            )
-        os.close(cfg_r)
-        cfg_r = -1
-        os.close(res_w)
-        res_w = -1
-        timed_out = not _wait(proc, limits.timeout_s)
-    finally:
-        if proc is not None:
-            _kill_group(proc)
-        if cgroup is not None:
-            cgroup.remove()
-        elif not prefix:
-            _kill_tagged(run_token)
-        for fd in (cfg_r, res_w):
-            if fd >= 0:
-                os.close(fd)
-        _rmtree(work)
-    wall = time.monotonic() - started
-    try:
+        try:
+            with open(os.path.join(work, "main.py"), "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(source)
+            stdin_path, out_path, err_path = (os.path.join(io_dir, n) for n in ("stdin", "stdout", "stderr"))
+            with open(stdin_path, "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(stdin)
+            if limits.cgroup and iso.cgroup:
+                try:
+                    cgroup = _Cgroup.create(limits.max_processes + 1)  # +1: the supervisor
+                except OSError:
+                    cgroup = None
+            if cgroup is None and iso.nproc_rlimit:
+                nproc = _user_process_count() + limits.max_processes
+            prefix = list(iso.namespaces) if limits.namespaces else []
+            res_r, res_w = os.pipe()
+            cfg = {
+                "work": work,
+                "cpu": int(limits.cpu_s),
+                "memory": int(limits.memory_mb) << 20,
+                "fsize": int(limits.file_size_mb) << 20,
+                "nofile": int(limits.max_open_files),
+                "nproc": nproc,
+                "guard": int(limits.guard),
+                "marker": marker,
+                "cgroup_procs": str(cgroup.path / "cgroup.procs") if cgroup else "",
+                "result_fd": res_w,
+            }
+            cfg_r, cfg_w = os.pipe()
+            with os.fdopen(cfg_w, "wb") as f:  # small: fits the pipe buffer, so this cannot block
+                f.write("".join(f"{k}={v}\n" for k, v in cfg.items()).encode("utf-8", "surrogateescape"))
+            # The run token tags every process of this run (children inherit the command line), so
+            # leftovers can be found even without a PID namespace or cgroup.
+            argv = [*prefix, sys.executable, "-I", "-S", "-c", _BOOT, str(cfg_r), run_token]
+            with open(stdin_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=fin,
+                    stdout=fout,
+                    stderr=ferr,
+                    cwd=work,
+                    env=_minimal_env(work),
+                    pass_fds=(cfg_r, res_w),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            os.close(cfg_r)
+            cfg_r = -1
+            os.close(res_w)
+            res_w = -1
+            timed_out = not _wait(proc, limits.timeout_s)
+        finally:
+            if proc is not None:
+                _kill_group(proc)
+            if cgroup is not None:
+                cgroup.remove()
+            elif not prefix:
+                _kill_tagged(run_token)
+            for fd in (cfg_r, res_w):
+                if fd >= 0:
+                    os.close(fd)
+            _rmtree(work)
+        wall = time.monotonic() - started
         status = _read_status(res_r)
         stdout = _read_capped(os.path.join(io_dir, "stdout"), limits.max_output_bytes)
         stderr = _read_capped(os.path.join(io_dir, "stderr"), limits.max_output_bytes)
     finally:
-        os.close(res_r)
+        if res_r >= 0:
+            os.close(res_r)
         shutil.rmtree(io_dir, ignore_errors=True)
     completed = False
     if marker:
@@ -538,13 +540,11 @@ def run_python(
         timed_out=timed_out,
         completed=completed if marker else returncode == 0,
         wall_s=round(wall, 4),
-        layers={**iso.describe(), "python_guard": limits.guard}
-        if limits.namespaces
-        else {
-            **iso.describe(),
-            "user_namespace": False,
-            "network_namespace": False,
-            "pid_namespace": False,
+        layers={
+            "user_namespace": "--user" in prefix,
+            "network_namespace": "--net" in prefix,
+            "pid_namespace": "--pid" in prefix,
+            "process_limit": "cgroup" if cgroup is not None else ("rlimit" if nproc else "none"),
             "python_guard": limits.guard,
         },
     )
