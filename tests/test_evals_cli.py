@@ -64,6 +64,10 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
         ["eval", "score", "--task", "gsm8k", "--data", str(good), "--samples", str(samples)], capsys
     )
     out = tmp_path / "out"
+    assert f"{tmp_path / 'nope.jsonl'}: no such data file for task gsm8k" in _fails(
+        ["eval", "run", str(tmp_path), "--tasks", f"gsm8k={tmp_path / 'nope.jsonl'}", "--out", str(out)],
+        capsys,
+    )
     assert "no such model directory" in _fails(
         ["eval", "run", str(tmp_path / "absent"), "--tasks", f"gsm8k={good}", "--out", str(out)], capsys
     )
@@ -154,6 +158,8 @@ def _run_twice(model_dir, tmp_path, runs):
 def test_recipe_is_valid_and_unknown_keys_are_named(tmp_path):
     cfg = load_config(ROOT / "recipes" / "eval.toml")
     assert [t.name for t in cfg.tasks][:2] == ["gsm8k", "kor_math"] and cfg.sandbox.timeout_s == 10.0
+    for spec in cfg.tasks:  # the recipe's data paths are examples; everything else must validate
+        spec.data = str(FIXTURES / "humaneval_tiny.jsonl")
     cfg.validate()
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "m"\nmax_new_token = 5\n')

@@ -109,6 +109,10 @@ class EvalConfig:
             raise ConfigError("batch_size, workers and concurrency must be at least 1")
         for spec in self.tasks:
             get_task(spec.name)
+            # before a model is loaded (minutes for a big one), not after
+            for path in (spec.data, spec.fewshot_data):
+                if path is not None and not Path(path).exists():
+                    raise DataError(f"{path}: no such data file for task {spec.name}; nothing is downloaded")
         self.sandbox.validate()
         return self
 
