@@ -67,3 +67,54 @@ def training_section(out: Path, history: list[dict], cfg, model_cfg) -> Path:
     md = out / "report.md"
     md.write_text("\n".join(lines), encoding="utf-8")
     return md
+
+
+# ------------------------------------------------------------------------------------- demo report card
+
+_CSS = """body{font-family:system-ui,'Noto Sans KR',sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f5f5f5;padding:1px 4px}"""
+
+
+def _rel(path: str | Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _images(md_path: str | None, root: Path) -> list[str]:
+    """PNG charts next to a stage's own report, as paths relative to the demo's output."""
+    if not md_path or not Path(md_path).is_file():
+        return []
+    folder = Path(md_path).parent
+    return [_rel(p, root) for p in sorted(folder.glob("*.png"))]
+
+
+def demo_report(demo) -> Path:
+    """report.md and report.html for `k1 demo`, from each stage's recorded result."""
+    root = demo.out
+    lines = ["# k1 demo: the A.X K1 pipeline at toy scale", ""]
+    lines += ["| stage | result |", "|---|---|"]
+    for name, res in demo.results.items():
+        lines.append(f"| {name} | {res.get('headline', '')} |")
+    lines.append("")
+    for name, res in demo.results.items():
+        section = res.get("section")
+        lines.append(f"## {name}")
+        lines.append("")
+        if section:
+            lines += [section, ""]
+        elif res.get("headline"):
+            lines += [res["headline"], ""]
+        for img in res.get("images", []) or _images(res.get("report"), root):
+            lines.append(f"![{Path(img).stem}]({img})")
+        lines.append("")
+    md = "\n".join(lines)
+    (root / "report.md").write_text(md, encoding="utf-8")
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables"])
+    html = f"<!doctype html><html lang=ko><meta charset=utf-8><title>k1 demo</title><style>{_CSS}</style><body>{body}</body></html>"
+    (root / "report.html").write_text(html, encoding="utf-8")
+    return root / "report.md"

@@ -1,0 +1,259 @@
+"""`k1 demo`: the whole A.X K1 story at toy scale, end to end, on a laptop.
+
+    k1 demo                 # about 10 minutes on 2 cores: every stage, then a report card
+    k1 demo --fast          # a 2-minute smoke version (what the tests run)
+    k1 demo --force         # redo finished stages
+
+Stages (each a call into the library, no demo-only code paths):
+curate a generated corpus with planted PII canaries -> train a Korean tokenizer and measure it ->
+tokenize the curated corpus into shards -> pretrain a small MoE teacher -> Think / Non-Think SFT on
+generated Korean arithmetic -> distill a smaller dense student -> evaluate teacher and student ->
+write the report (Markdown + HTML + charts) and print how to chat with and serve the result.
+
+Each stage writes its outputs under `out/<stage>/` and a `stage.json` when it completes; a rerun
+skips completed stages whose settings have not changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k1.errors import K1Error
+
+MIN_FREE_BYTES = 300 * 1024**2  # the full demo writes ~100 MB; leave room for the report and logs
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of the demo; `fast` shrinks every stage to a smoke test."""
+
+    fast: bool = False
+    seed: int = 0
+    corpus_docs: int = 1200
+    vocab_size: int = 4096
+    pretrain_steps: int = 300
+    sft_steps: int = 300
+    distill_steps: int = 300
+    seq_len: int = 256
+    batch_size: int = 8
+    problems: int = 2000
+    eval_problems: int = 100
+    threads: int = 2
+
+    @classmethod
+    def make(cls, fast: bool, seed: int = 0) -> DemoSettings:
+        if not fast:
+            return cls(seed=seed)
+        return cls(fast=True, seed=seed, corpus_docs=300, vocab_size=1024, pretrain_steps=30, sft_steps=30,
+                   distill_steps=20, seq_len=128, batch_size=4, problems=300, eval_problems=20)
+
+
+@dataclass
+class Demo:
+    out: Path
+    settings: DemoSettings
+    force: bool = False
+    log: Callable[[str], None] = print
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def result(self, stage: str) -> dict:
+        return self.results.get(stage) or _read_json(self.dir(stage) / "stage.json")["result"]
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    run: Callable[[Demo], dict]
+
+
+def _fingerprint(settings: DemoSettings, stage: str) -> str:
+    from k1 import __version__
+
+    blob = json.dumps({"settings": asdict(settings), "stage": stage, "k1": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail early, in one line, when the output directory cannot hold the demo."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"k1")
+        probe.unlink()
+    except OSError as err:
+        raise K1Error(f"cannot write to {out} ({err.strerror or err}); choose another --out") from None
+    free = shutil.disk_usage(out).free
+    if free < MIN_FREE_BYTES:
+        raise K1Error(f"only {free / 2**20:.0f} MiB free on the disk holding {out}; the demo needs "
+                      f"{MIN_FREE_BYTES / 2**20:.0f} MiB (free space or choose another --out)")
+
+
+def run(out: str | Path = "runs/demo", fast: bool = False, force: bool = False, seed: int = 0,
+        log: Callable[[str], None] = print) -> Path:
+    """Run every stage (skipping finished ones); returns the path of the report."""
+    import torch
+
+    out = Path(out)
+    check_output_dir(out)
+    settings = DemoSettings.make(fast, seed)
+    torch.set_num_threads(max(1, min(settings.threads, os.cpu_count() or 1)))
+    demo = Demo(out, settings, force, log)
+    t0 = time.perf_counter()
+    redo = force
+    for i, stage in enumerate(STAGES, start=1):
+        marker = demo.dir(stage.name) / "stage.json"
+        fp = _fingerprint(settings, stage.name)
+        if not redo and marker.is_file():
+            try:
+                saved = _read_json(marker)
+            except (OSError, ValueError):
+                saved = {}
+            if saved.get("fingerprint") == fp:
+                demo.results[stage.name] = saved["result"]
+                log(f"[{i}/{len(STAGES)}] {stage.title}: done before ({saved['seconds']:.0f}s), skipped")
+                continue
+        redo = True  # everything after a rerun stage depends on it
+        log(f"[{i}/{len(STAGES)}] {stage.title} ...")
+        demo.dir(stage.name).mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        result = stage.run(demo)
+        seconds = time.perf_counter() - start
+        demo.results[stage.name] = result
+        _write_json(marker, {"fingerprint": fp, "seconds": seconds, "result": result})
+        log(f"[{i}/{len(STAGES)}] {stage.title}: {result.get('headline', 'done')} ({seconds:.0f}s)")
+    total = time.perf_counter() - t0
+    report = out / "report.md"
+    log(f"\nk1 demo finished in {total:.0f}s. Report: {report} and {out / 'report.html'}")
+    teacher = demo.result("sft")["model_dir"] if "sft" in demo.results else demo.result("pretrain")["model_dir"]
+    log(f"Chat with the teacher:  k1 chat {teacher}")
+    log(f"Serve it:               k1 keys create --name me --scopes chat && k1 serve {teacher}")
+    return report
+
+
+# ------------------------------------------------------------------------------------- stages
+
+
+def stage_curate(demo: Demo) -> dict:
+    """A generated messy corpus (Korean, English, code; duplicates, junk, planted PII and canaries)
+    through the data pipeline; the cleaned text is kept for the tokenizer."""
+    from k1 import data as k1data
+
+    s = demo.settings
+    out = demo.dir("curate") / "clean"
+    shutil.rmtree(out, ignore_errors=True)
+    summary = k1data.prepare({
+        "out": str(out), "seed": s.seed, "tasks": 2, "workers": 2, "write_text": True, "progress": False,
+        "synthetic": {"docs": s.corpus_docs, "seed": s.seed},
+        "tokenize": {"tokenizer": "byte"},
+    })
+    leaked = summary.get("canaries", {}).get("leaked", 0)
+    if leaked:
+        raise K1Error(f"{leaked} PII canaries reached the shards in {out}; see {out / 'report.md'}")
+    texts = sorted(str(p) for p in (out / "text").glob("*.jsonl"))
+    stages = summary.get("stages") or [{}]
+    docs_in, docs_out = stages[0].get("docs_in", 0), sum(summary.get("documents", {}).values())
+    pii = sum(summary.get("pii", {}).values())
+    return {
+        "headline": f"{docs_in} raw -> {docs_out} clean documents, {pii} PII spans scrubbed, "
+                    f"{summary['canaries'].get('planted', 0)} canaries planted, {leaked} leaked",
+        "texts": texts, "report": str(out / "report.md"), "summary": _small(summary),
+    }
+
+
+def stage_tokenizer(demo: Demo) -> dict:
+    from k1 import tokenizer as k1tok
+
+    s = demo.settings
+    out = demo.dir("tokenizer") / "tok"
+    texts = demo.result("curate")["texts"]
+    k1tok.train(texts, s.vocab_size, out, overwrite=True, progress=False, log=lambda *a, **k: None)
+    tok = k1tok.load(out)
+    return {"headline": f"vocabulary {tok.vocab_size}", "dir": str(out), "vocab_size": tok.vocab_size}
+
+
+def stage_tokenize(demo: Demo) -> dict:
+    """The curated text, tokenized with the new tokenizer into train/validation shards."""
+    from k1 import data as k1data
+
+    s = demo.settings
+    out = demo.dir("tokenize") / "shards"
+    shutil.rmtree(out, ignore_errors=True)
+    tok_dir = demo.result("tokenizer")["dir"]
+    summary = k1data.prepare({
+        "out": str(out), "seed": s.seed, "tasks": 2, "workers": 2, "progress": False,
+        "inputs": [{"path": p, "format": "jsonl"} for p in demo.result("curate")["texts"]],
+        "dedup": {"exact": False, "near": False},
+        "tokenize": {"tokenizer": tok_dir, "validation": 0.05},
+    })
+    tokens = summary.get("tokens", {})
+    return {"headline": f"{tokens.get('train', 0):,} train / {tokens.get('validation', 0):,} validation tokens",
+            "manifest": str(out / "manifest.json"), "tokens": tokens}
+
+
+def stage_pretrain(demo: Demo) -> dict:
+    from k1.train import TrainConfig
+    from k1.train import run as train
+
+    s = demo.settings
+    out = demo.dir("pretrain")
+    cfg = TrainConfig(
+        out_dir=str(out / "run"), model="tiny", data=demo.result("tokenize")["manifest"],
+        tokenizer=demo.result("tokenizer")["dir"], seq_len=s.seq_len, batch_size=s.batch_size,
+        max_steps=s.pretrain_steps, warmup_steps=max(1, s.pretrain_steps // 10), lr=3e-3,
+        eval_every=max(1, s.pretrain_steps // 5), save_every=s.pretrain_steps, eval_batches=4,
+        seed=s.seed, log_every=max(1, s.pretrain_steps // 10),
+    )
+    res = train(cfg, progress=True)
+    return {"headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "final_loss": res.final_loss,
+            "report": str(Path(cfg.out_dir) / "report.md"), "tokens_per_s": res.history[-1]["tokens_per_s"]}
+
+
+def stage_report(demo: Demo) -> dict:
+    """Stitch every stage's section into report.md and report.html."""
+    from k1 import report as rep
+
+    path = rep.demo_report(demo)
+    return {"headline": f"{path}", "report": str(path)}
+
+
+def _small(summary: dict) -> dict:
+    """The parts of a data summary worth keeping in stage.json."""
+    keep = ("stages", "tokens", "documents", "pii", "canaries", "drops", "languages", "duplicate_clusters", "errors")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+STAGES: list[Stage] = [
+    Stage("curate", "curate a corpus (filter, dedup, scrub PII)", stage_curate),
+    Stage("tokenizer", "train a Korean tokenizer", stage_tokenizer),
+    Stage("tokenize", "tokenize the curated corpus into shards", stage_tokenize),
+    Stage("pretrain", "pretrain a small MoE teacher", stage_pretrain),
+    Stage("report", "write the report", stage_report),
+]
+
+
+def main_entry(out: str, fast: bool, force: bool, seed: int) -> None:
+    run(out, fast=fast, force=force, seed=seed, log=lambda m: print(m, file=sys.stderr, flush=True))
