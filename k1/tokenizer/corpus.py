@@ -221,7 +221,7 @@ def scan(inputs: list[str | Path], text_key: str = "text") -> Corpus:
 
 
 def sampling_rates(available: dict[str, int], weights: dict[str, float], max_bytes: int = 0) -> dict[str, float]:
-    """Keep-probability per language so the kept bytes follow `weights`.
+    """Keep-fraction per language so the kept bytes follow `weights`.
 
     The total is as large as the scarcest weighted language allows (no language is repeated to
     reach its share), then capped at max_bytes. A language with weight > 0 but no text is dropped
@@ -238,23 +238,42 @@ def sampling_rates(available: dict[str, int], weights: dict[str, float], max_byt
     return {lang: min(1.0, shares[lang] * total / available[lang]) if lang in shares else 0.0 for lang in available}
 
 
-def sample_documents(corpus: Corpus, rates: dict[str, float], text_key: str, seed: int, stats: dict) -> Iterator[str]:
-    """Stream documents, keeping each with its language's rate; counts kept bytes per language in stats."""
+def source_rates(corpus: Corpus, lang_rates: dict[str, float], alpha: float = 1.0, max_repeat: float = 4.0) -> dict[Path, float]:
+    """Per-file rate (a fraction, or a repeat count above 1) that splits each language's budget
+    between its files in proportion to size**alpha."""
+    out: dict[Path, float] = {}
+    for lang, rate in lang_rates.items():
+        files = [s for s in corpus.sources if s.lang == lang]
+        if not files or rate <= 0:
+            out.update((s.path, 0.0) for s in files)
+            continue
+        budget = rate * sum(s.nbytes for s in files)
+        mass = sum(s.nbytes**alpha for s in files)
+        for s in files:
+            out[s.path] = min(max_repeat, budget * s.nbytes**alpha / mass / s.nbytes)
+    return out
+
+
+def sample_documents(corpus: Corpus, rates: dict[Path, float], text_key: str, seed: int, stats: dict) -> Iterator[str]:
+    """Stream documents, each kept floor(rate) times plus once more with probability frac(rate);
+    counts kept bytes per language in stats."""
     rng = random.Random(seed)
     kept = stats.setdefault("bytes_by_lang", dict.fromkeys(LANGUAGES, 0))
-    docs = stats.setdefault("documents", 0)
+    stats.setdefault("documents", 0)
     for source in corpus.sources:
-        rate = rates.get(source.lang, 0.0)
+        rate = rates.get(source.path, 0.0)
         if rate <= 0:
             continue
+        whole, frac = int(rate), rate - int(rate)
         try:
             for text in documents(source, text_key):
-                if rate < 1.0 and rng.random() >= rate:
+                copies = whole + (1 if frac and rng.random() < frac else 0)
+                if not copies:
                     continue
-                kept[source.lang] += len(text.encode("utf-8", "surrogatepass"))
-                docs += 1
-                stats["documents"] = docs
-                yield text
+                kept[source.lang] += copies * len(text.encode("utf-8", "surrogatepass"))
+                stats["documents"] += copies
+                for _ in range(copies):
+                    yield text
         except (ValueError, UnicodeDecodeError) as err:
             # Checked at scan time, so this means the file changed under us: skip the rest, say so.
             stats.setdefault("skipped_late", []).append((str(source.path), str(err)))

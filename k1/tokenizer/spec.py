@@ -234,6 +234,13 @@ class TokenizerConfig:
     """Share of training bytes per language (ko, en, code, other); normalized to sum to 1. Languages
     with more text than their share are subsampled; a language with no input gets nothing and the
     others keep their relative shares."""
+    source_alpha: float = 0.5
+    """Balance between files of one language: each file's share of its language is proportional to
+    size**alpha (1: as big as it is; 0: all files equal; 0.5 lifts small registers such as news next
+    to a large one such as reviews, the temperature sampling of XLM-R / mT5). Small files are repeated
+    up to max_repeat times to reach their share."""
+    max_repeat: float = 4.0
+    """Most times one file's text may be repeated to reach its share."""
     max_bytes: int = 0
     """Cap on the training text in bytes after sampling (0: as much as the shares allow)."""
     min_frequency: int = 2
@@ -264,6 +271,8 @@ class TokenizerConfig:
             raise ConfigError(f"unknown language {name!r} in weights{did_you_mean(name, list(LANGUAGES))}")
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ConfigError("language weights must be >= 0 and not all zero, e.g. ko=0.6,en=0.2,code=0.2")
+        if not 0 <= self.source_alpha <= 1 or self.max_repeat < 1:
+            raise ConfigError("source_alpha must be in [0, 1] and max_repeat >= 1")
         if self.min_frequency < 1 or self.max_token_length < 1 or self.max_bytes < 0:
             raise ConfigError("min_frequency and max_token_length must be >= 1 and max_bytes >= 0")
 

@@ -86,6 +86,7 @@ def train(
         raise K1Error(f"no usable text in the {len(corpus.skipped)} input file(s) given ({_why(corpus.skipped)}); give UTF-8 text")
     available = corpus.bytes_by_lang()
     rates = corpus_mod.sampling_rates(available, config.weights, config.max_bytes)
+    per_file = corpus_mod.source_rates(corpus, rates, config.source_alpha, config.max_repeat)
     if not any(rates.values()):
         have = ", ".join(f"{k}={v}" for k, v in available.items() if v)
         raise K1Error(f"the language weights {config.weights} select none of the text found ({have} bytes); adjust --weights")
@@ -104,7 +105,7 @@ def train(
     expected = sum(int(available[lang] * rates[lang]) for lang in available)
     with _threads(threads):
         backend.train_from_iterator(
-            corpus_mod.sample_documents(corpus, rates, config.text_key, config.seed, stats), trainer, length=None
+            corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, stats), trainer, length=None
         )
     if not stats.get("documents"):
         raise K1Error("the inputs held no documents after sampling; give more text or change --weights")
@@ -144,7 +145,7 @@ def train(
             "available_bytes_by_lang": available,
             "expected_bytes": expected,
             "documents": stats.get("documents", 0),
-            "files": [{"path": str(s.path), "lang": s.lang, "bytes": s.nbytes} for s in corpus.sources],
+            "files": [{"path": str(s.path), "lang": s.lang, "bytes": s.nbytes, "rate": round(per_file[s.path], 4)} for s in corpus.sources],
             "skipped": [{"path": p, "why": w} for p, w in corpus.skipped + stats.get("skipped_late", [])],
             "seconds": round(seconds, 2),
             "threads": threads or os.cpu_count(),

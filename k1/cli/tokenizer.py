@@ -1,0 +1,119 @@
+"""`k1 tokenizer ...`: train a Korean-first tokenizer, measure it against foreign ones, try it on text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def train(
+    input: list[str] = typer.Option(
+        ..., "--input", "-i", help="Text files, folders or globs (.txt .jsonl .json .parquet); prefix ko: en: code: other: to set the language."
+    ),
+    vocab_size: int = typer.Option(131072, "--vocab-size", "-v", help="Total vocabulary size, special tokens included."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (a Hugging Face tokenizer directory)."),
+    weights: str = typer.Option("ko=0.6,en=0.2,code=0.2", help="Share of training bytes per language (ko, en, code, other)."),
+    digits: str = typer.Option("single", help="How numbers are split before BPE: single (one digit per token) or triple."),
+    pretokenizer: str = typer.Option("k1", help="Pre-tokenizer pattern: k1 (Korean-aware) or gpt4 (baseline)."),
+    max_bytes: int = typer.Option(0, help="Cap on training text in bytes after sampling (0: all the shares allow)."),
+    text_key: str = typer.Option("text", help="Field/column with the text in .jsonl/.json/.parquet inputs."),
+    min_frequency: int = typer.Option(2, help="Minimum pair count for a merge."),
+    config: Path | None = typer.Option(None, help="A TOML/JSON file with tokenizer settings ([tokenizer] table); options override it."),
+    threads: int = typer.Option(0, help="CPU threads for training (1 keeps it on one core; 0: all)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    seed: int = typer.Option(0, help="Seed for the per-language subsampling."),
+) -> None:
+    """Train a byte-level BPE tokenizer on a language-weighted corpus."""
+    from k1.tokenizer import TokenizerConfig, parse_weights
+    from k1.tokenizer import train as train_fn
+
+    cfg = TokenizerConfig.from_file(config) if config else TokenizerConfig()
+    cfg.vocab_size, cfg.weights, cfg.digits, cfg.pretokenizer = vocab_size, parse_weights(weights), digits, pretokenizer
+    cfg.max_bytes, cfg.text_key, cfg.min_frequency, cfg.seed = max_bytes, text_key, min_frequency, seed
+    path = train_fn(input, None, out, config=cfg, threads=threads or None, overwrite=overwrite)
+    import json
+
+    stats = json.loads((path / "k1_tokenizer.json").read_text())["stats"]
+    langs = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in stats["train_bytes_by_lang"].items() if v)
+    typer.echo(
+        f"wrote {path}: {stats['vocab_size']:,} tokens from {stats['train_bytes'] / 1e6:.2f} MB ({langs}) "
+        f"in {stats['seconds']:.1f} s; {len(stats['skipped'])} file(s) skipped"
+    )
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="Tokenizer directory (or a model directory with tokenizer files)."),
+    text: list[str] = typer.Option(..., "--text", "-t", help="Text to measure on; prefix ko: en: code: to set the language."),
+    reference: list[str] = typer.Option(
+        None, "--reference", "-r", help="Reference tokenizers (o200k, cl100k, tekken, mistral-v3, deepseek-v3, or a tokenizer dir). Default: all."
+    ),
+    out: Path | None = typer.Option(None, help="Where to write fertility.png/.md/.json (default: DIRECTORY)."),
+    text_key: str = typer.Option("text", help="Field/column with the text in .jsonl/.json/.parquet inputs."),
+) -> None:
+    """Tokens per 1,000 characters, per eojeol and bytes per token, against foreign tokenizers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from k1.tokenizer.fertility import DEFAULT_REFERENCES
+    from k1.tokenizer.fertility import report as report_fn
+
+    out_dir = out or directory
+    rep = report_fn(directory, text, references=tuple(reference or DEFAULT_REFERENCES), out_dir=out_dir, text_key=text_key, log=typer.echo)
+    console = Console()
+    langs = rep.langs()
+    table = Table(title="Tokenizer fertility (lower tokens is better)")
+    table.add_column("tokenizer")
+    table.add_column("vocab", justify="right")
+    for lang in langs:
+        table.add_column(f"{lang} tok/1k ch", justify="right")
+        if lang == "ko":
+            table.add_column("ko tok/eojeol", justify="right")
+        table.add_column(f"{lang} B/tok", justify="right")
+    for name, label, vocab in rep.tokenizers():
+        cells = [f"[bold]{label or name}[/]" if name == "k1" else (label or name), f"{vocab:,}"]
+        for lang in langs:
+            r = rep.row(name, lang)
+            cells.append(f"{r.per_1k_chars:.1f}")
+            if lang == "ko":
+                cells.append(f"{r.per_eojeol:.2f}" if r.per_eojeol is not None else "-")
+            cells.append(f"{r.bytes_per_token:.2f}")
+        table.add_row(*cells)
+    console.print(table)
+    refs = [t for t in rep.tokenizers() if t[0] != "k1"]
+    if refs:
+        cmp = Table(title="k1 spends ... tokens than")
+        cmp.add_column("reference")
+        for lang in langs:
+            cmp.add_column(lang, justify="right")
+        for name, label, _ in refs:
+            cells = []
+            for lang in langs:
+                v = rep.fewer(name, lang)
+                cells.append("-" if v is None else (f"[green]{v:.1f}% fewer[/]" if v >= 0 else f"[red]{-v:.1f}% more[/]"))
+            cmp.add_row(label or name, *cells)
+        console.print(cmp)
+    for name, why in rep.skipped.items():
+        typer.echo(f"reference {name} not available: {why}")
+    typer.echo(f"wrote {out_dir / 'fertility.png'}, fertility.md, fertility.json")
+
+
+@app.command()
+def encode(
+    directory: Path = typer.Argument(..., help="Tokenizer directory."),
+    text: str = typer.Argument(..., help="Text to tokenize."),
+) -> None:
+    """Show how a text is cut into tokens (ids and pieces)."""
+    from k1.tokenizer import load
+
+    tok = load(directory)
+    ids = tok.encode(text)
+    # A piece may be part of a character (Hangul syllables are 3 bytes); it then shows as U+FFFD.
+    pieces = [tok.decode([i]) for i in ids]
+    typer.echo(f"{len(ids)} tokens for {len(text)} characters")
+    typer.echo(" ".join(str(i) for i in ids))
+    typer.echo(" | ".join(repr(p)[1:-1] for p in pieces))
