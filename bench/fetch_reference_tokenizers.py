@@ -39,7 +39,18 @@ def main() -> int:
         print(f"already there: {args.dir}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, "litellm"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            tmp,
+            "litellm",
+        ]
         if subprocess.run(cmd).returncode != 0:
             print("pip download litellm failed: no package registry here? The report skips these references.")
             return 1

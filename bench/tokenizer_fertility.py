@@ -33,7 +33,11 @@ BLOCK, EVERY = 50, 10  # lines per block; one block in EVERY is held out
 
 
 def data_dir() -> Path | None:
-    for cand in (os.environ.get("K1_SHARED_DATA"), ROOT.parent.parent / "shared" / "data", ROOT.parent / "shared" / "data"):
+    for cand in (
+        os.environ.get("K1_SHARED_DATA"),
+        ROOT.parent.parent / "shared" / "data",
+        ROOT.parent / "shared" / "data",
+    ):
         if cand and (Path(cand) / "tokenizer_train").is_dir():
             return Path(cand)
     return None
@@ -65,7 +69,11 @@ def external_korean(data: Path, work: Path, seen: set[str]) -> list[Path]:
     parts: dict[str, list[str]] = {}
     nsmc = data / "ko_text" / "nsmc_reviews.txt"
     if nsmc.is_file():
-        parts["nsmc_reviews"] = [ln for ln in nsmc.read_text(encoding="utf-8").splitlines() if ln.strip() and ln.strip() not in seen]
+        parts["nsmc_reviews"] = [
+            ln
+            for ln in nsmc.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and ln.strip() not in seen
+        ]
     chat = data / "ko_sft" / "ChatbotData.csv"
     if chat.is_file():
         with open(chat, encoding="utf-8", newline="") as f:
@@ -118,7 +126,13 @@ def speed(tok, text_docs: list[str], references: list[str]) -> list[dict]:
             t = time.perf_counter()
             batch(text_docs)
             multi = time.perf_counter() - t
-        rows.append({"tokenizer": name, "mb_s_1core": nbytes / single / 1e6, "mb_s_batch": nbytes / multi / 1e6 if multi else None})
+        rows.append(
+            {
+                "tokenizer": name,
+                "mb_s_1core": nbytes / single / 1e6,
+                "mb_s_batch": nbytes / multi / 1e6 if multi else None,
+            }
+        )
     return rows
 
 
@@ -142,21 +156,37 @@ def main() -> int:
     external = external_korean(data, work, seen)
 
     config = TokenizerConfig(
-        vocab_size=args.vocab_size, weights=parse_weights(args.weights), digits=args.digits, pretokenizer=args.pretokenizer,
+        vocab_size=args.vocab_size,
+        weights=parse_weights(args.weights),
+        digits=args.digits,
+        pretokenizer=args.pretokenizer,
         source_alpha=args.source_alpha,
     )
     t = time.perf_counter()
-    train(inputs, None, work / "tokenizer", config=config, threads=1, overwrite=True, progress=False, log=lambda *_: None)
+    train(
+        inputs,
+        None,
+        work / "tokenizer",
+        config=config,
+        threads=1,
+        overwrite=True,
+        progress=False,
+        log=lambda *_: None,
+    )
     wall = time.perf_counter() - t
     stats = json.loads((work / "tokenizer" / "k1_tokenizer.json").read_text())["stats"]
     tok = load(work / "tokenizer")
     by_lang = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in stats["train_bytes_by_lang"].items() if v)
-    print(f"## Training\n\nvocab {stats['vocab_size']:,}; {stats['train_bytes'] / 1e6:.2f} MB ({by_lang}); {wall:.1f} s on one core\n")
+    print(
+        f"## Training\n\nvocab {stats['vocab_size']:,}; {stats['train_bytes'] / 1e6:.2f} MB ({by_lang}); {wall:.1f} s on one core\n"
+    )
 
     texts = [f"{lang}:{p}" for lang, paths in held.items() for p in paths]
     rep_in = report(tok, texts, out_dir=work / "heldout_report", log=lambda *_: None)
     print("## Held-out split of the training sources\n\n" + rep_in.to_markdown())
-    rep_ext = report(tok, [f"ko:{p}" for p in external], out_dir=work / "external_report", log=lambda *_: None)
+    rep_ext = report(
+        tok, [f"ko:{p}" for p in external], out_dir=work / "external_report", log=lambda *_: None
+    )
     print("## Korean from other data sets (not in training)\n\n" + rep_ext.to_markdown())
 
     # One chart with everything: Korean (all held-out Korean), English, code.
@@ -185,16 +215,26 @@ def main() -> int:
         docs = docs * 2
         rows = speed(tok, docs, ["o200k", "deepseek-v3"])
         mb = sum(len(d.encode()) for d in docs) / 1e6
-        print(f"## Encoding speed ({mb:.1f} MB of held-out ko/en/code lines, {len(docs):,} documents, {os.cpu_count()} cores)\n")
+        print(
+            f"## Encoding speed ({mb:.1f} MB of held-out ko/en/code lines, {len(docs):,} documents, {os.cpu_count()} cores)\n"
+        )
         print("| tokenizer | MB/s one core | MB/s batch, all cores |\n|---|---|---|")
         for r in rows:
-            print(f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | {r['mb_s_batch']:.2f} |" if r["mb_s_batch"] else f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | - |")
+            print(
+                f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | {r['mb_s_batch']:.2f} |"
+                if r["mb_s_batch"]
+                else f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | - |"
+            )
         base = {r["tokenizer"]: r for r in rows}
         for ref in ("o200k", "deepseek-v3"):
             if ref in base:
                 k, o = base["k1"], base[ref]
-                print(f"\nk1 / {ref}: {k['mb_s_1core'] / o['mb_s_1core']:.2f}x on one core, {k['mb_s_batch'] / o['mb_s_batch']:.2f}x in batch")
-    (work / "bench.json").write_text(json.dumps({"stats": stats, "report": rep_all.to_dict()}, ensure_ascii=False, indent=2))
+                print(
+                    f"\nk1 / {ref}: {k['mb_s_1core'] / o['mb_s_1core']:.2f}x on one core, {k['mb_s_batch'] / o['mb_s_batch']:.2f}x in batch"
+                )
+    (work / "bench.json").write_text(
+        json.dumps({"stats": stats, "report": rep_all.to_dict()}, ensure_ascii=False, indent=2)
+    )
     return 0
 
 

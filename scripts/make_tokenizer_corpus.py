@@ -91,7 +91,11 @@ VERBS = [
     ("설명하다", "설명해요", "설명했습니다", "설명하고", "설명하면", "설명하러", "설명한"),
     ("분석하다", "분석해요", "분석했습니다", "분석하고", "분석하면", "분석하러", "분석한"),
 ]
-MOVES = [("가다", "가요", "갔습니다", "가고"), ("오다", "와요", "왔습니다", "오고"), ("다니다", "다녀요", "다녔습니다", "다니고")]
+MOVES = [
+    ("가다", "가요", "갔습니다", "가고"),
+    ("오다", "와요", "왔습니다", "오고"),
+    ("다니다", "다녀요", "다녔습니다", "다니고"),
+]
 TIMES = "오늘 어제 내일 아침에 저녁에 주말에 요즘 지난주에 다음 달에 방금 가끔 매일 자주 드디어 벌써".split()
 LATIN = "AI GPU CPU API JSON Python PyTorch GitHub USB Wi-Fi k1 A.X LLM BPE SQL HTML iPhone OpenAI K-pop KTX".split()
 COUNTERS = ["개", "명", "권", "잔", "번", "시간", "분", "년", "월", "일", "원", "킬로미터", "퍼센트", "살"]
@@ -122,8 +126,9 @@ def korean_sentence(r: random.Random) -> str:
         f"왜 {topic(p)} {obj(thing)} {v[1].removesuffix('요')}? 궁금해요",
         f"{n}년 {r.randint(1, 12)}월 {r.randint(1, 28)}일에 {subj(p)} {place}에서 {obj(tp)} 발표했습니다",
         f"{tp} 분야에서 {topic(lat)} 점점 더 {adj[2]}",
-        f"\"{thing}{'이' if has_final(thing) else ''}요?\" {subj(p)} 물었다",
+        f'"{thing}{"이" if has_final(thing) else ""}요?" {subj(p)} 물었다',
         f"{p}: {obj(thing)} 어디에서 {v[0].removesuffix('다')}나요?",
+        f"{topic(p)} {obj(thing)} {v[3]} {obj(thing2)} {v2[2]}",
     ]
     sentence = r.choice(patterns)
     return sentence if sentence.endswith("?") else sentence + r.choice([".", ".", ".", "!", "", "~"])
@@ -143,10 +148,20 @@ def korean(r: random.Random, n_paragraphs: int) -> str:
     return "\n\n".join(paras) + "\n"
 
 
-EN_SUBJ = "the student|a researcher|my neighbour|the engineer|our team|the old farmer|a small child|the model|this tokenizer|the committee|everyone".split("|")
-EN_VERB = "reads|writes|builds|measures|explains|repairs|trains|tests|studies|describes|compares|improves".split("|")
-EN_OBJ = "a long report|the new library|every sentence|the Korean text|a short poem|the results|a simple program|the river map|its vocabulary|the market prices".split("|")
-EN_PLACE = "in the morning|at the station|near the harbour|before dinner|after the meeting|during the winter|on the second floor|without any help".split("|")
+EN_SUBJ = "the student|a researcher|my neighbour|the engineer|our team|the old farmer|a small child|the model|this tokenizer|the committee|everyone".split(
+    "|"
+)
+EN_VERB = (
+    "reads|writes|builds|measures|explains|repairs|trains|tests|studies|describes|compares|improves".split(
+        "|"
+    )
+)
+EN_OBJ = "a long report|the new library|every sentence|the Korean text|a short poem|the results|a simple program|the river map|its vocabulary|the market prices".split(
+    "|"
+)
+EN_PLACE = "in the morning|at the station|near the harbour|before dinner|after the meeting|during the winter|on the second floor|without any help".split(
+    "|"
+)
 EN_ADV = "carefully|quickly|again|quietly|finally|often|rarely|patiently".split("|")
 
 
@@ -155,7 +170,13 @@ def english(r: random.Random, n_paragraphs: int) -> str:
     for _ in range(n_paragraphs):
         sents = []
         for _ in range(r.randint(2, 6)):
-            s, v, o, pl, adv = r.choice(EN_SUBJ), r.choice(EN_VERB), r.choice(EN_OBJ), r.choice(EN_PLACE), r.choice(EN_ADV)
+            s, v, o, pl, adv = (
+                r.choice(EN_SUBJ),
+                r.choice(EN_VERB),
+                r.choice(EN_OBJ),
+                r.choice(EN_PLACE),
+                r.choice(EN_ADV),
+            )
             pattern = r.choice(
                 [
                     f"{s} {v} {o} {pl}",

@@ -52,7 +52,11 @@ TOOLS = [
         "function": {
             "name": "weather",
             "description": "도시의 현재 날씨",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
 ]
@@ -120,7 +124,9 @@ def test_language_weights_choose_the_shares(tmp_path):
     out = train([str(ko), str(en)], None, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None)
     stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
     assert stats["train_bytes_by_lang"]["en"] == 0 and stats["train_bytes_by_lang"]["ko"] > 0
-    rates = sampling_rates({"ko": 900, "en": 100, "code": 100, "other": 0}, {"ko": 0.5, "en": 0.25, "code": 0.25})
+    rates = sampling_rates(
+        {"ko": 900, "en": 100, "code": 100, "other": 0}, {"ko": 0.5, "en": 0.25, "code": 0.25}
+    )
     assert rates == {"ko": pytest.approx(200 / 900), "en": 1.0, "code": 1.0, "other": 0.0}
 
 
@@ -132,11 +138,21 @@ def test_language_guess():
 
 
 def test_jsonl_glob_and_prefix_inputs(tmp_path):
-    rows = [{"text": "한국어 문장입니다. 토큰화를 배웁니다."}, {"text": "English sentence."}, {"other": "ignored"}]
-    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows * 200), encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows * 200), encoding="utf-8")
+    rows = [
+        {"text": "한국어 문장입니다. 토큰화를 배웁니다."},
+        {"text": "English sentence."},
+        {"other": "ignored"},
+    ]
+    (tmp_path / "a.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows * 200), encoding="utf-8"
+    )
+    (tmp_path / "b.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows * 200), encoding="utf-8"
+    )
     cfg = TokenizerConfig(vocab_size=500, weights=parse_weights("ko=1"))
-    out = train([f"ko:{tmp_path}/*.jsonl"], None, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None)
+    out = train(
+        [f"ko:{tmp_path}/*.jsonl"], None, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None
+    )
     stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
     assert [f["lang"] for f in stats["files"]] == ["ko", "ko"]
     assert stats["documents"] == 800
@@ -146,9 +162,13 @@ def test_parquet_column_input(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"body": ["한국어 본문입니다."] * 300, "id": list(range(300))}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"body": ["한국어 본문입니다."] * 300, "id": list(range(300))}), tmp_path / "d.parquet"
+    )
     cfg = TokenizerConfig(vocab_size=500, text_key="body")
-    out = train([tmp_path / "d.parquet"], None, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None)
+    out = train(
+        [tmp_path / "d.parquet"], None, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None
+    )
     assert json.loads((out / "k1_tokenizer.json").read_text())["stats"]["documents"] == 300
     with pytest.raises(K1Error):  # wrong column: the only file is skipped, then nothing is left
         train([tmp_path / "d.parquet"], 500, tmp_path / "u", progress=False, log=lambda *_: None)
@@ -165,9 +185,16 @@ def test_bad_files_are_skipped_and_counted(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     seen = []
     out = train([str(tmp_path)], 500, tmp_path / "t", progress=False, log=seen.append)
-    skipped = {Path(s["path"]).name: s["why"] for s in json.loads((out / "k1_tokenizer.json").read_text())["stats"]["skipped"]}
+    skipped = {
+        Path(s["path"]).name: s["why"]
+        for s in json.loads((out / "k1_tokenizer.json").read_text())["stats"]["skipped"]
+    }
     assert set(skipped) == {"blob.bin", "latin1.txt", "empty.txt"}
-    assert "binary" in skipped["blob.bin"] and "UTF-8" in skipped["latin1.txt"] and skipped["empty.txt"] == "empty"
+    assert (
+        "binary" in skipped["blob.bin"]
+        and "UTF-8" in skipped["latin1.txt"]
+        and skipped["empty.txt"] == "empty"
+    )
     assert len(seen) >= 3
 
 
@@ -242,7 +269,11 @@ def hf(tok_dir):
 def test_transformers_loads_same_ids(hf, tok):
     assert len(hf) == tok.vocab_size
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
-    for text in ["안녕하세요, k1입니다! GPU를 2개 샀어요.", "def f(x):\n    return x  # 주석\n", "<think>생각</think> 😀\x00ᄒᆞᆫ"]:
+    for text in [
+        "안녕하세요, k1입니다! GPU를 2개 샀어요.",
+        "def f(x):\n    return x  # 주석\n",
+        "<think>생각</think> 😀\x00ᄒᆞᆫ",
+    ]:
         assert hf.encode(text) == tok.encode(text)
         assert hf.decode(tok.encode(text)) == text
 
@@ -270,7 +301,9 @@ def test_thinking_switch_and_turn_layout(tok):
     assert '<|tool|>\n<tool_response>\n{"sky": "맑음", "temp_c": 20}\n</tool_response><|end|>' in full
     assert '"description": "도시의 현재 날씨"' in full  # tool schemas keep Hangul readable
     # A final assistant turn (what SFT trains on) keeps its reasoning, or an empty think block.
-    sft = tok.apply_chat_template(MESSAGES[:2] + [{"role": "assistant", "content": "답", "reasoning_content": "생각"}])
+    sft = tok.apply_chat_template(
+        MESSAGES[:2] + [{"role": "assistant", "content": "답", "reasoning_content": "생각"}]
+    )
     assert sft.endswith("<|assistant|>\n<think>\n생각\n</think>\n\n답<|end|>\n")
     sft_direct = tok.apply_chat_template(MESSAGES[:2] + [{"role": "assistant", "content": "답"}])
     assert sft_direct.endswith("<|assistant|>\n<think>\n\n</think>\n\n답<|end|>\n")
@@ -296,7 +329,9 @@ def test_stream_decoder_never_splits_characters(tok, text):
         assert "\ufffd" not in piece or "\ufffd" in text
         if piece:
             last = ord(piece[-1])
-            assert not (0x1100 <= last <= 0x11A7)  # a leading conjoining jamo is held until its syllable completes
+            assert not (
+                0x1100 <= last <= 0x11A7
+            )  # a leading conjoining jamo is held until its syllable completes
 
 
 def test_stream_decoder_emits_hangul_whole(tok):
@@ -340,7 +375,13 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
     ko.write_text((ASSETS / "ko.txt").read_text(encoding="utf-8")[:30000], encoding="utf-8")
     from k1.tokenizer import report
 
-    rep = report(tok_dir, [f"ko:{ko}", f"en:{ASSETS / 'en.txt'}"], references=[str(ref), "o200k"], out_dir=tmp_path / "rep", log=lambda *_: None)
+    rep = report(
+        tok_dir,
+        [f"ko:{ko}", f"en:{ASSETS / 'en.txt'}"],
+        references=[str(ref), "o200k"],
+        out_dir=tmp_path / "rep",
+        log=lambda *_: None,
+    )
     assert "o200k" in rep.skipped and "not found" in rep.skipped["o200k"]
     k1_ko, ref_ko = rep.row("k1", "ko"), rep.row("ref", "ko")
     assert rep.fewer("ref", "ko") == pytest.approx(100 * (1 - k1_ko.tokens / ref_ko.tokens))
@@ -364,7 +405,18 @@ def test_cli_train_report_and_errors(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "0.0% fewer" in printed and (out / "fertility.png").is_file()
     with pytest.raises(SystemExit) as exit_info:
-        main(["tokenizer", "train", "--input", str(ASSETS / "ko.txt"), "--vocab-size", "100", "--out", str(tmp_path / "x")])
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                str(ASSETS / "ko.txt"),
+                "--vocab-size",
+                "100",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     assert exit_info.value.code == 2
     assert "choose --vocab-size of at least" in capsys.readouterr().err
     shutil.rmtree(out)

@@ -12,17 +12,34 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 @app.command()
 def train(
     input: list[str] = typer.Option(
-        ..., "--input", "-i", help="Text files, folders or globs (.txt .jsonl .json .parquet); prefix ko: en: code: other: to set the language."
+        ...,
+        "--input",
+        "-i",
+        help="Text files, folders or globs (.txt .jsonl .json .parquet); prefix ko: en: code: other: to set the language.",
     ),
-    vocab_size: int = typer.Option(131072, "--vocab-size", "-v", help="Total vocabulary size, special tokens included."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (a Hugging Face tokenizer directory)."),
-    weights: str = typer.Option("ko=0.6,en=0.2,code=0.2", help="Share of training bytes per language (ko, en, code, other)."),
-    digits: str = typer.Option("single", help="How numbers are split before BPE: single (one digit per token) or triple."),
-    pretokenizer: str = typer.Option("k1", help="Pre-tokenizer pattern: k1 (Korean-aware) or gpt4 (baseline)."),
-    max_bytes: int = typer.Option(0, help="Cap on training text in bytes after sampling (0: all the shares allow)."),
+    vocab_size: int = typer.Option(
+        131072, "--vocab-size", "-v", help="Total vocabulary size, special tokens included."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output directory (a Hugging Face tokenizer directory)."
+    ),
+    weights: str = typer.Option(
+        "ko=0.6,en=0.2,code=0.2", help="Share of training bytes per language (ko, en, code, other)."
+    ),
+    digits: str = typer.Option(
+        "single", help="How numbers are split before BPE: single (one digit per token) or triple."
+    ),
+    pretokenizer: str = typer.Option(
+        "k1", help="Pre-tokenizer pattern: k1 (Korean-aware) or gpt4 (baseline)."
+    ),
+    max_bytes: int = typer.Option(
+        0, help="Cap on training text in bytes after sampling (0: all the shares allow)."
+    ),
     text_key: str = typer.Option("text", help="Field/column with the text in .jsonl/.json/.parquet inputs."),
     min_frequency: int = typer.Option(2, help="Minimum pair count for a merge."),
-    config: Path | None = typer.Option(None, help="A TOML/JSON file with tokenizer settings ([tokenizer] table); options override it."),
+    config: Path | None = typer.Option(
+        None, help="A TOML/JSON file with tokenizer settings ([tokenizer] table); options override it."
+    ),
     threads: int = typer.Option(0, help="CPU threads for training (1 keeps it on one core; 0: all)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
     seed: int = typer.Option(0, help="Seed for the per-language subsampling."),
@@ -32,7 +49,12 @@ def train(
     from k1.tokenizer import train as train_fn
 
     cfg = TokenizerConfig.from_file(config) if config else TokenizerConfig()
-    cfg.vocab_size, cfg.weights, cfg.digits, cfg.pretokenizer = vocab_size, parse_weights(weights), digits, pretokenizer
+    cfg.vocab_size, cfg.weights, cfg.digits, cfg.pretokenizer = (
+        vocab_size,
+        parse_weights(weights),
+        digits,
+        pretokenizer,
+    )
     cfg.max_bytes, cfg.text_key, cfg.min_frequency, cfg.seed = max_bytes, text_key, min_frequency, seed
     path = train_fn(input, None, out, config=cfg, threads=threads or None, overwrite=overwrite)
     import json
@@ -47,12 +69,21 @@ def train(
 
 @app.command()
 def report(
-    directory: Path = typer.Argument(..., help="Tokenizer directory (or a model directory with tokenizer files)."),
-    text: list[str] = typer.Option(..., "--text", "-t", help="Text to measure on; prefix ko: en: code: to set the language."),
-    reference: list[str] = typer.Option(
-        None, "--reference", "-r", help="Reference tokenizers (o200k, cl100k, tekken, mistral-v3, deepseek-v3, or a tokenizer dir). Default: all."
+    directory: Path = typer.Argument(
+        ..., help="Tokenizer directory (or a model directory with tokenizer files)."
     ),
-    out: Path | None = typer.Option(None, help="Where to write fertility.png/.md/.json (default: DIRECTORY)."),
+    text: list[str] = typer.Option(
+        ..., "--text", "-t", help="Text to measure on; prefix ko: en: code: to set the language."
+    ),
+    reference: list[str] = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="Reference tokenizers (o200k, cl100k, tekken, mistral-v3, deepseek-v3, or a tokenizer dir). Default: all.",
+    ),
+    out: Path | None = typer.Option(
+        None, help="Where to write fertility.png/.md/.json (default: DIRECTORY)."
+    ),
     text_key: str = typer.Option("text", help="Field/column with the text in .jsonl/.json/.parquet inputs."),
 ) -> None:
     """Tokens per 1,000 characters, per eojeol and bytes per token, against foreign tokenizers."""
@@ -63,7 +94,14 @@ def report(
     from k1.tokenizer.fertility import report as report_fn
 
     out_dir = out or directory
-    rep = report_fn(directory, text, references=tuple(reference or DEFAULT_REFERENCES), out_dir=out_dir, text_key=text_key, log=typer.echo)
+    rep = report_fn(
+        directory,
+        text,
+        references=tuple(reference or DEFAULT_REFERENCES),
+        out_dir=out_dir,
+        text_key=text_key,
+        log=typer.echo,
+    )
     console = Console()
     langs = rep.langs()
     table = Table(title="Tokenizer fertility (lower tokens is better)")
@@ -94,7 +132,11 @@ def report(
             cells = []
             for lang in langs:
                 v = rep.fewer(name, lang)
-                cells.append("-" if v is None else (f"[green]{v:.1f}% fewer[/]" if v >= 0 else f"[red]{-v:.1f}% more[/]"))
+                cells.append(
+                    "-"
+                    if v is None
+                    else (f"[green]{v:.1f}% fewer[/]" if v >= 0 else f"[red]{-v:.1f}% more[/]")
+                )
             cmp.add_row(label or name, *cells)
         console.print(cmp)
     for name, why in rep.skipped.items():

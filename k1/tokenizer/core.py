@@ -45,7 +45,9 @@ def _clean(text: str) -> str:
 class Tokenizer:
     """A byte-level BPE tokenizer with k1's special tokens. Ids are the same as transformers' for the same dir."""
 
-    def __init__(self, backend, config: dict | None = None, chat_template: str | None = None, path: Path | None = None):
+    def __init__(
+        self, backend, config: dict | None = None, chat_template: str | None = None, path: Path | None = None
+    ):
         self.backend = backend  # tokenizers.Tokenizer
         self.config = config or {}
         self.chat_template = chat_template
@@ -135,7 +137,9 @@ class Tokenizer:
     ) -> str | list[int]:
         """Render `messages` with the directory's Jinja template (identical to transformers' output)."""
         if not self.chat_template:
-            raise K1Error(f"{self.path or 'tokenizer'}: no chat_template in {CONFIG_FILE}; train it with k1 or add one")
+            raise K1Error(
+                f"{self.path or 'tokenizer'}: no chat_template in {CONFIG_FILE}; train it with k1 or add one"
+            )
         text = render_chat(
             self.chat_template,
             messages,
@@ -168,7 +172,11 @@ class Tokenizer:
         if self.chat_template:
             config["chat_template"] = self.chat_template
         _atomic_write(directory / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
-        if self.path is not None and (self.path / K1_FILE).is_file() and self.path.resolve() != directory.resolve():
+        if (
+            self.path is not None
+            and (self.path / K1_FILE).is_file()
+            and self.path.resolve() != directory.resolve()
+        ):
             _atomic_write(directory / K1_FILE, (self.path / K1_FILE).read_text(encoding="utf-8"))
         return directory
 
@@ -183,7 +191,9 @@ def load(path: str | Path) -> Tokenizer:
     path = Path(path)
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
-        raise K1Error(f"{path}: no {TOKENIZER_FILE} here; train one with `k1 tokenizer train` or give its directory")
+        raise K1Error(
+            f"{path}: no {TOKENIZER_FILE} here; train one with `k1 tokenizer train` or give its directory"
+        )
     directory = file.parent
     try:
         backend = Backend.from_file(str(file))
@@ -208,7 +218,9 @@ def load(path: str | Path) -> Tokenizer:
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     # Same defaults as transformers' chat-template filter, so both render tool schemas identically.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _raise(message):
@@ -236,7 +248,9 @@ def _compile(template: str):
     return compiled
 
 
-def render_chat(template: str, messages: list[dict], *, tools=None, add_generation_prompt=False, special=None, **kwargs) -> str:
+def render_chat(
+    template: str, messages: list[dict], *, tools=None, add_generation_prompt=False, special=None, **kwargs
+) -> str:
     """Render a chat template; a template error (bad role, bad message) becomes one K1Error line."""
     from jinja2.exceptions import TemplateError
 
@@ -244,7 +258,11 @@ def render_chat(template: str, messages: list[dict], *, tools=None, add_generati
         raise K1Error("chat messages must be a list of {'role': ..., 'content': ...} objects")
     try:
         return _compile(template).render(
-            messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **(special or {}), **kwargs
+            messages=messages,
+            tools=tools,
+            add_generation_prompt=add_generation_prompt,
+            **(special or {}),
+            **kwargs,
         )
     except TemplateError as err:
         raise K1Error(f"chat template: {err}") from None
@@ -303,7 +321,11 @@ def _byte_decoder() -> dict[str, int]:
     from tokenizers.pre_tokenizers import ByteLevel
 
     # ByteLevel.alphabet() is the 256 printable stand-ins; rebuild GPT-2's byte -> char mapping order.
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     n = 0
     for b in range(256):

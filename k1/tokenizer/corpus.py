@@ -99,7 +99,9 @@ def resolve(inputs: list[str | Path]) -> list[tuple[Path, str | None]]:
         head, sep, tail = item.partition(":")
         if sep and head in LANGUAGES:
             lang, item = head, tail
-        matches = sorted(glob.glob(os.path.expanduser(item), recursive=True)) if glob.has_magic(item) else [item]
+        matches = (
+            sorted(glob.glob(os.path.expanduser(item), recursive=True)) if glob.has_magic(item) else [item]
+        )
         if not matches:
             raise K1Error(f"input {item!r} matches no file; check the path or glob")
         for m in matches:
@@ -207,7 +209,11 @@ def scan(inputs: list[str | Path], text_key: str = "text") -> Corpus:
                         parts.append(text)
                 sample = "\n".join(parts)
         except (ValueError, UnicodeDecodeError) as err:
-            why = str(err) if isinstance(err, ValueError) and not isinstance(err, UnicodeDecodeError) else "not UTF-8"
+            why = (
+                str(err)
+                if isinstance(err, ValueError) and not isinstance(err, UnicodeDecodeError)
+                else "not UTF-8"
+            )
             corpus.skipped.append((str(path), why))
             continue
         except OSError as err:
@@ -220,7 +226,9 @@ def scan(inputs: list[str | Path], text_key: str = "text") -> Corpus:
     return corpus
 
 
-def sampling_rates(available: dict[str, int], weights: dict[str, float], max_bytes: int = 0) -> dict[str, float]:
+def sampling_rates(
+    available: dict[str, int], weights: dict[str, float], max_bytes: int = 0
+) -> dict[str, float]:
     """Keep-fraction per language so the kept bytes follow `weights`.
 
     The total is as large as the scarcest weighted language allows (no language is repeated to
@@ -235,10 +243,15 @@ def sampling_rates(available: dict[str, int], weights: dict[str, float], max_byt
     total = min(available[lang] / share for lang, share in shares.items())
     if max_bytes:
         total = min(total, max_bytes)
-    return {lang: min(1.0, shares[lang] * total / available[lang]) if lang in shares else 0.0 for lang in available}
+    return {
+        lang: min(1.0, shares[lang] * total / available[lang]) if lang in shares else 0.0
+        for lang in available
+    }
 
 
-def source_rates(corpus: Corpus, lang_rates: dict[str, float], alpha: float = 1.0, max_repeat: float = 4.0) -> dict[Path, float]:
+def source_rates(
+    corpus: Corpus, lang_rates: dict[str, float], alpha: float = 1.0, max_repeat: float = 4.0
+) -> dict[Path, float]:
     """Per-file rate (a fraction, or a repeat count above 1) that splits each language's budget
     between its files in proportion to size**alpha."""
     out: dict[Path, float] = {}
@@ -254,7 +267,9 @@ def source_rates(corpus: Corpus, lang_rates: dict[str, float], alpha: float = 1.
     return out
 
 
-def sample_documents(corpus: Corpus, rates: dict[Path, float], text_key: str, seed: int, stats: dict) -> Iterator[str]:
+def sample_documents(
+    corpus: Corpus, rates: dict[Path, float], text_key: str, seed: int, stats: dict
+) -> Iterator[str]:
     """Stream documents, each kept floor(rate) times plus once more with probability frac(rate);
     counts kept bytes per language in stats."""
     rng = random.Random(seed)

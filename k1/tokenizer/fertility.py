@@ -84,7 +84,11 @@ def _tiktoken(encoding: str) -> Callable[[], Encoder]:
                 else:
                     os.environ["TIKTOKEN_CACHE_DIR"] = old
         return Encoder(
-            encoding, "", enc.n_vocab, enc.encode_ordinary, lambda texts: enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+            encoding,
+            "",
+            enc.n_vocab,
+            enc.encode_ordinary,
+            lambda texts: enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1),
         )
 
     return loader
@@ -94,7 +98,9 @@ def _mistral_file(name: str) -> Path:
     try:
         import mistral_common
     except ImportError:
-        raise ReferenceUnavailable("mistral-common is not installed (pip install 'k1[test]' or mistral-common)") from None
+        raise ReferenceUnavailable(
+            "mistral-common is not installed (pip install 'k1[test]' or mistral-common)"
+        ) from None
     file = Path(mistral_common.__file__).parent / "data" / name
     if not file.is_file():
         raise ReferenceUnavailable(f"{name} is not in this mistral-common version")
@@ -167,7 +173,9 @@ def load_reference(name: str) -> Encoder:
         enc = _from_tokenizer_json(file, path.name if path.is_dir() else path.parent.name)
         enc.label = enc.name
         return enc
-    raise K1Error(f"unknown reference tokenizer {name!r}{did_you_mean(name, list(REFERENCES))} (or give a tokenizer dir)")
+    raise K1Error(
+        f"unknown reference tokenizer {name!r}{did_you_mean(name, list(REFERENCES))} (or give a tokenizer dir)"
+    )
 
 
 def k1_encoder(tok: Tokenizer, label: str = "k1") -> Encoder:
@@ -248,7 +256,9 @@ class FertilityReport:
         return list(seen.values())
 
     def langs(self) -> list[str]:
-        return [lang for lang in REPORT_LANGS if lang in self.texts] + [lang for lang in self.texts if lang not in REPORT_LANGS]
+        return [lang for lang in REPORT_LANGS if lang in self.texts] + [
+            lang for lang in self.texts if lang not in REPORT_LANGS
+        ]
 
     def row(self, tokenizer: str, lang: str) -> Row | None:
         return next((r for r in self.rows if r.tokenizer == tokenizer and r.lang == lang), None)
@@ -264,11 +274,18 @@ class FertilityReport:
         return {
             "texts": self.texts,
             "rows": [
-                {**r.__dict__, "per_1k_chars": r.per_1k_chars, "per_eojeol": r.per_eojeol, "bytes_per_token": r.bytes_per_token}
+                {
+                    **r.__dict__,
+                    "per_1k_chars": r.per_1k_chars,
+                    "per_eojeol": r.per_eojeol,
+                    "bytes_per_token": r.bytes_per_token,
+                }
                 for r in self.rows
             ],
             "fewer_than": {
-                ref: {lang: self.fewer(ref, lang) for lang in self.langs()} for ref, _, _ in self.tokenizers() if ref != "k1"
+                ref: {lang: self.fewer(ref, lang) for lang in self.langs()}
+                for ref, _, _ in self.tokenizers()
+                if ref != "k1"
             },
             "skipped": self.skipped,
         }
@@ -277,7 +294,9 @@ class FertilityReport:
         langs = self.langs()
         head = ["tokenizer", "vocab"]
         for lang in langs:
-            head += [f"{lang} tok/1k chars"] + (["ko tok/eojeol"] if lang == "ko" else []) + [f"{lang} bytes/tok"]
+            head += (
+                [f"{lang} tok/1k chars"] + (["ko tok/eojeol"] if lang == "ko" else []) + [f"{lang} bytes/tok"]
+            )
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, label, vocab in self.tokenizers():
             cells = [label or name, f"{vocab:,}"]
@@ -290,14 +309,23 @@ class FertilityReport:
             lines.append("| " + " | ".join(cells) + " |")
         refs = [t for t in self.tokenizers() if t[0] != "k1"]
         if refs:
-            lines += ["", "| k1 spends ... tokens than | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+            lines += [
+                "",
+                "| k1 spends ... tokens than | " + " | ".join(langs) + " |",
+                "|---|" + "---|" * len(langs),
+            ]
             for name, label, _ in refs:
                 cells = [label or name] + [_pct(self.fewer(name, lang)) for lang in langs]
                 lines.append("| " + " | ".join(cells) + " |")
-        texts = ", ".join(f"{lang}: {t['chars']:,} chars, {t['eojeol'] or t['words']:,} {'eojeol' if lang == 'ko' else 'words'}" for lang, t in self.texts.items())
+        texts = ", ".join(
+            f"{lang}: {t['chars']:,} chars, {t['eojeol'] or t['words']:,} {'eojeol' if lang == 'ko' else 'words'}"
+            for lang, t in self.texts.items()
+        )
         lines += ["", f"Text: {texts}."]
         if self.skipped:
-            lines.append("Not available here: " + "; ".join(f"{k} ({v})" for k, v in self.skipped.items()) + ".")
+            lines.append(
+                "Not available here: " + "; ".join(f"{k} ({v})" for k, v in self.skipped.items()) + "."
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -315,11 +343,15 @@ def measure(encoders: list[Encoder], sets: list[TextSet]) -> list[Row]:
                 tokens = sum(len(ids) for ids in enc.encode_batch(ts.chunks))
             else:
                 tokens = sum(len(enc.encode(c)) for c in ts.chunks)
-            rows.append(Row(enc.name, enc.label, enc.vocab_size, ts.lang, tokens, ts.chars, ts.nbytes, ts.eojeol))
+            rows.append(
+                Row(enc.name, enc.label, enc.vocab_size, ts.lang, tokens, ts.chars, ts.nbytes, ts.eojeol)
+            )
     return rows
 
 
-def read_texts(paths: list[str | Path], text_key: str = "text", max_chars: int = MAX_CHARS_PER_LANG) -> tuple[list[TextSet], list]:
+def read_texts(
+    paths: list[str | Path], text_key: str = "text", max_chars: int = MAX_CHARS_PER_LANG
+) -> tuple[list[TextSet], list]:
     """Group text files by language (LANG: prefix or guessed), up to max_chars per language."""
     scanned = corpus_mod.scan(paths, text_key)
     by_lang: dict[str, tuple[list[str], list[str], list[int]]] = {}
@@ -364,7 +396,16 @@ def report(
             skipped[name] = str(err)
     rep = FertilityReport(
         rows=measure(encoders, sets),
-        texts={s.lang: {"chars": s.chars, "bytes": s.nbytes, "words": s.words, "eojeol": s.eojeol, "files": s.files} for s in sets},
+        texts={
+            s.lang: {
+                "chars": s.chars,
+                "bytes": s.nbytes,
+                "words": s.words,
+                "eojeol": s.eojeol,
+                "files": s.files,
+            }
+            for s in sets
+        },
         skipped=skipped,
     )
     if out_dir is not None:
@@ -395,16 +436,32 @@ def chart(rep: FertilityReport, path: str | Path) -> Path:
         values = [rep.row(name, lang).per_1k_chars for lang in langs]
         xs = [j + (i - (len(toks) - 1) / 2) * width for j in range(len(langs))]
         color = "#c0392b" if name == "k1" else palette[(i - 1) % len(palette)]
-        bars = ax.bar(xs, values, width * 0.95, label=f"{label or name} ({vocab:,})", color=color, alpha=1.0 if name == "k1" else 0.75)
+        bars = ax.bar(
+            xs,
+            values,
+            width * 0.95,
+            label=f"{label or name} ({vocab:,})",
+            color=color,
+            alpha=1.0 if name == "k1" else 0.75,
+        )
         for b, v in zip(bars, values, strict=True):
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.0f}", ha="center", va="bottom", fontsize=6)
+            ax.text(
+                b.get_x() + b.get_width() / 2,
+                b.get_height(),
+                f"{v:.0f}",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
     ax.set_xticks(range(len(langs)))
     ax.set_xticklabels({"ko": "Korean", "en": "English", "code": "code"}.get(lang, lang) for lang in langs)
     ax.set_ylabel("tokens per 1,000 characters (lower is better)")
     title = "Tokenizer fertility"
     best = next((t for t in toks if t[0] == "o200k"), None) or next((t for t in toks if t[0] != "k1"), None)
     if best and "ko" in langs and rep.fewer(best[0], "ko") is not None:
-        title += f": k1 spends {rep.fewer(best[0], 'ko'):.0f}% fewer tokens on Korean than {best[1] or best[0]}"
+        title += (
+            f": k1 spends {rep.fewer(best[0], 'ko'):.0f}% fewer tokens on Korean than {best[1] or best[0]}"
+        )
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)

@@ -26,7 +26,12 @@ THINK, END_THINK = "<think>", "</think>"
 TOOLS, END_TOOLS = "<tools>", "</tools>"
 TOOL_CALL, END_TOOL_CALL = "<tool_call>", "</tool_call>"
 TOOL_RESPONSE, END_TOOL_RESPONSE = "<tool_response>", "</tool_response>"
-FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = (
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+)
 
 # (attribute name on k1's Tokenizer, token text, special?). "special" tokens are control tokens
 # that transformers drops with skip_special_tokens=True; the think and tool tags are markup the
@@ -66,7 +71,9 @@ def reserved_token(i: int) -> str:
 def special_tokens(block: int = DEFAULT_SPECIAL_BLOCK) -> list[tuple[str, bool]]:
     """All special tokens in id order: the named ones, then spares up to `block` in total."""
     if block < len(NAMED_TOKENS):
-        raise ConfigError(f"special_block {block} is smaller than the {len(NAMED_TOKENS)} named special tokens")
+        raise ConfigError(
+            f"special_block {block} is smaller than the {len(NAMED_TOKENS)} named special tokens"
+        )
     named = [(text, special) for _, text, special in NAMED_TOKENS]
     spares = [(reserved_token(i), True) for i in range(block - len(NAMED_TOKENS))]
     return named + spares
@@ -230,7 +237,9 @@ class TokenizerConfig:
     """How numbers are cut before BPE: single (one digit per token) or triple (up to three)."""
     special_block: int = DEFAULT_SPECIAL_BLOCK
     """Ids reserved for special tokens (named ones plus <|reserved_N|> spares) at the start of the vocab."""
-    weights: dict[str, float] = field(default_factory=lambda: {"ko": 0.6, "en": 0.2, "code": 0.2, "other": 0.0})
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"ko": 0.6, "en": 0.2, "code": 0.2, "other": 0.0}
+    )
     """Share of training bytes per language (ko, en, code, other); normalized to sum to 1. Languages
     with more text than their share are subsampled; a language with no input gets nothing and the
     others keep their relative shares."""
@@ -262,7 +271,9 @@ class TokenizerConfig:
                 f"choose --vocab-size of at least {floor} (a few thousand or more for useful merges)"
             )
         if self.vocab_size > 1 << 20:
-            raise ConfigError(f"vocab_size {self.vocab_size} is larger than 1,048,576; choose a smaller --vocab-size")
+            raise ConfigError(
+                f"vocab_size {self.vocab_size} is larger than 1,048,576; choose a smaller --vocab-size"
+            )
         special_tokens(self.special_block)
         pretokenizer_pattern(self.pretokenizer, self.digits)
         unknown = set(self.weights) - set(LANGUAGES)
@@ -293,7 +304,11 @@ class TokenizerConfig:
 
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8")) if path.suffix == ".toml" else json.loads(path.read_text())
+            raw = (
+                tomllib.loads(path.read_text(encoding="utf-8"))
+                if path.suffix == ".toml"
+                else json.loads(path.read_text())
+            )
         except (OSError, ValueError) as err:
             raise ConfigError(f"{path}: cannot read tokenizer config ({err})") from None
         return cls.from_dict(raw.get("tokenizer", raw), source=str(path))

@@ -24,7 +24,9 @@ def build_backend(config: TokenizerConfig):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(pretokenizer_pattern(config.pretokenizer, config.digits)), behavior="isolated"),
+            pre_tokenizers.Split(
+                Regex(pretokenizer_pattern(config.pretokenizer, config.digits)), behavior="isolated"
+            ),
             # use_regex=False: our Split already cut the text; ByteLevel only maps bytes to symbols.
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
@@ -76,20 +78,26 @@ def train(
     if out_dir.exists() and not out_dir.is_dir():
         raise K1Error(f"--out {out_dir} is a file; give a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise K1Error(f"--out {out_dir} already exists and is not empty; pass --overwrite or choose another directory")
+        raise K1Error(
+            f"--out {out_dir} already exists and is not empty; pass --overwrite or choose another directory"
+        )
 
     start = time.perf_counter()
     corpus = corpus_mod.scan(inputs, config.text_key)
     for path, why in corpus.skipped:
         log(f"skipped {path}: {why}")
     if not corpus.sources:
-        raise K1Error(f"no usable text in the {len(corpus.skipped)} input file(s) given ({_why(corpus.skipped)}); give UTF-8 text")
+        raise K1Error(
+            f"no usable text in the {len(corpus.skipped)} input file(s) given ({_why(corpus.skipped)}); give UTF-8 text"
+        )
     available = corpus.bytes_by_lang()
     rates = corpus_mod.sampling_rates(available, config.weights, config.max_bytes)
     per_file = corpus_mod.source_rates(corpus, rates, config.source_alpha, config.max_repeat)
     if not any(rates.values()):
         have = ", ".join(f"{k}={v}" for k, v in available.items() if v)
-        raise K1Error(f"the language weights {config.weights} select none of the text found ({have} bytes); adjust --weights")
+        raise K1Error(
+            f"the language weights {config.weights} select none of the text found ({have} bytes); adjust --weights"
+        )
 
     backend = build_backend(config)
     specials = special_tokens(config.special_block)
@@ -105,7 +113,9 @@ def train(
     expected = sum(int(available[lang] * rates[lang]) for lang in available)
     with _threads(threads):
         backend.train_from_iterator(
-            corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, stats), trainer, length=None
+            corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, stats),
+            trainer,
+            length=None,
         )
     if not stats.get("documents"):
         raise K1Error("the inputs held no documents after sampling; give more text or change --weights")
@@ -118,7 +128,9 @@ def train(
     for entry in data["added_tokens"]:
         entry["special"] = entry["content"] not in markup
     tokenizer_json = json.dumps(data, ensure_ascii=False)
-    actual = len(data["model"]["vocab"]) + sum(1 for e in data["added_tokens"] if e["id"] >= len(data["model"]["vocab"]))
+    actual = len(data["model"]["vocab"]) + sum(
+        1 for e in data["added_tokens"] if e["id"] >= len(data["model"]["vocab"])
+    )
 
     hf_config = {
         # transformers 5 maps this to its tokenizers-backed class; the same dir loads in 4.x.
@@ -145,7 +157,10 @@ def train(
             "available_bytes_by_lang": available,
             "expected_bytes": expected,
             "documents": stats.get("documents", 0),
-            "files": [{"path": str(s.path), "lang": s.lang, "bytes": s.nbytes, "rate": round(per_file[s.path], 4)} for s in corpus.sources],
+            "files": [
+                {"path": str(s.path), "lang": s.lang, "bytes": s.nbytes, "rate": round(per_file[s.path], 4)}
+                for s in corpus.sources
+            ],
             "skipped": [{"path": p, "why": w} for p, w in corpus.skipped + stats.get("skipped_late", [])],
             "seconds": round(seconds, 2),
             "threads": threads or os.cpu_count(),
@@ -156,7 +171,9 @@ def train(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
-        (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps(hf_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
         (tmp / K1_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_card(summary), encoding="utf-8")
         _replace_dir(tmp, out_dir)
@@ -164,7 +181,9 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if actual < config.vocab_size:
-        log(f"note: the corpus supported only {actual} of the {config.vocab_size} tokens asked for (more text gives more merges)")
+        log(
+            f"note: the corpus supported only {actual} of the {config.vocab_size} tokens asked for (more text gives more merges)"
+        )
     return out_dir
 
 
@@ -209,6 +228,8 @@ def train_default(out_dir: str | Path, vocab_size: int = 4096, **kwargs) -> Toke
     with resources.as_file(path) as folder:
         # Files are named for their language (ko.txt, en.txt, code.txt): no guessing needed.
         files = sorted(f"{p.stem}:{p}" for p in Path(folder).glob("*.txt"))
-        config = kwargs.pop("config", None) or TokenizerConfig(weights={"ko": 0.6, "en": 0.2, "code": 0.2, "other": 0.0})
+        config = kwargs.pop("config", None) or TokenizerConfig(
+            weights={"ko": 0.6, "en": 0.2, "code": 0.2, "other": 0.0}
+        )
         train(files, vocab_size, out_dir, config=config, **kwargs)
     return load(out_dir)
