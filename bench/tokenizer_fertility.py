@@ -2,7 +2,7 @@
 foreign tokenizers on text it never saw, check the goal, and time encoding against tiktoken / tokenizers.
 
     python bench/fetch_reference_tokenizers.py        # once: GPT-4o o200k, GPT-4 cl100k, DeepSeek-V3 files
-    python bench/tokenizer_fertility.py [--vocab-size 131072] [--weights ko=0.6,en=0.2,code=0.2] [--out runs/bench_tokenizer]
+    python bench/tokenizer_fertility.py [--vocab-size 131072] [--weights ko=0.7,en=0.15,code=0.15] [--out runs/bench_tokenizer]
 
 Held out, never trained on:
   * in-domain: every 10th block of 50 lines of each tokenizer_train file (same sources, other documents);
@@ -139,7 +139,7 @@ def speed(tok, text_docs: list[str], references: list[str]) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab-size", type=int, default=131072)
-    ap.add_argument("--weights", default="ko=0.6,en=0.2,code=0.2")
+    ap.add_argument("--weights", default="ko=0.7,en=0.15,code=0.15")
     ap.add_argument("--digits", default="single")
     ap.add_argument("--source-alpha", type=float, default=TokenizerConfig.source_alpha)
     ap.add_argument("--pretokenizer", default="k1")

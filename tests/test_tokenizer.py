@@ -103,7 +103,7 @@ def test_korean_pretokenizer_splits_scripts_and_digits():
     split = Split(Regex(pretokenizer_pattern("k1", "single")), behavior="isolated")
     pieces = [p for p, _ in split.pre_tokenize_str("AI가 2024년에 GPU를 샀다. 東京に 갔어요\n    return x")]
     assert pieces == [
-        "AI", "가", " ", "2", "0", "2", "4", "년에", " GPU", "를", " 샀다", ".", " 東京に", " 갔어요", "\n", "   ", " return", " x",
+        "AI", "가", " ", "2", "0", "2", "4", "년에", " GPU", "를", " 샀다.", " 東京に", " 갔어요", "\n", "   ", " return", " x",
     ]  # fmt: skip
     triple = Split(Regex(pretokenizer_pattern("k1", "triple")), behavior="isolated")
     assert [p for p, _ in triple.pre_tokenize_str("12345")] == ["123", "45"]

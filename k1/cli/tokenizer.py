@@ -24,7 +24,7 @@ def train(
         ..., "--out", "-o", help="Output directory (a Hugging Face tokenizer directory)."
     ),
     weights: str = typer.Option(
-        "ko=0.6,en=0.2,code=0.2", help="Share of training bytes per language (ko, en, code, other)."
+        "ko=0.7,en=0.15,code=0.15", help="Share of training bytes per language (ko, en, code, other)."
     ),
     digits: str = typer.Option(
         "single", help="How numbers are split before BPE: single (one digit per token) or triple."

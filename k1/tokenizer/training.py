@@ -228,8 +228,6 @@ def train_default(out_dir: str | Path, vocab_size: int = 4096, **kwargs) -> Toke
     with resources.as_file(path) as folder:
         # Files are named for their language (ko.txt, en.txt, code.txt): no guessing needed.
         files = sorted(f"{p.stem}:{p}" for p in Path(folder).glob("*.txt"))
-        config = kwargs.pop("config", None) or TokenizerConfig(
-            weights={"ko": 0.6, "en": 0.2, "code": 0.2, "other": 0.0}
-        )
+        config = kwargs.pop("config", None) or TokenizerConfig()
         train(files, vocab_size, out_dir, config=config, **kwargs)
     return load(out_dir)
