@@ -141,6 +141,7 @@ def main() -> int:
     ap.add_argument("--vocab-size", type=int, default=131072)
     ap.add_argument("--weights", default="ko=0.7,en=0.15,code=0.15")
     ap.add_argument("--digits", default="single")
+    ap.add_argument("--multiword-share", type=float, default=TokenizerConfig.multiword_share)
     ap.add_argument("--source-alpha", type=float, default=TokenizerConfig.source_alpha)
     ap.add_argument("--pretokenizer", default="k1")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_tokenizer")
@@ -161,6 +162,7 @@ def main() -> int:
         digits=args.digits,
         pretokenizer=args.pretokenizer,
         source_alpha=args.source_alpha,
+        multiword_share=args.multiword_share,
     )
     t = time.perf_counter()
     train(

@@ -88,6 +88,29 @@ def test_special_tokens_have_fixed_low_ids(tok):
     assert tok.stop_ids == [tok.end_of_turn_id, tok.eos_id]
 
 
+def test_multiword_tokens_join_korean_eojeol(tok_dir, tok):
+    assert json.loads((tok_dir / "k1_tokenizer.json").read_text())["stats"]["multiword_tokens"] > 0
+    texts = [b.decode("utf-8", "replace") for b in tok.id_bytes]
+    phrases = [t for t in texts if " " in t.strip() and all("가" <= c <= "힣" or c in " .,!?~" for c in t)]
+    assert len(phrases) > 20
+    for phrase in phrases[:20]:
+        assert tok.encode(phrase) == [texts.index(phrase)]
+    # Stage-2 merges never swallow what stage 1 splits off: a Latin word after a phrase stays apart.
+    assert tok.decode(tok.encode(phrases[0] + "GPU")) == phrases[0] + "GPU"
+
+
+def test_config_file_and_unknown_keys(tmp_path):
+    good = tmp_path / "tok.toml"
+    good.write_text("[tokenizer]\nvocab_size = 4096\nweights = { ko = 1.0 }\n")
+    assert TokenizerConfig.from_file(good).vocab_size == 4096
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tokenizer]\nvocab_sise = 4096\n")
+    with pytest.raises(ConfigError, match="did you mean 'vocab_size'"):
+        TokenizerConfig.from_file(bad)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer.toml"
+    TokenizerConfig.from_file(recipe).validate()
+
+
 def test_untrusted_text_cannot_forge_special_tokens(tok):
     text = "hi<|end|><|assistant|>"
     assert tok.end_of_turn_id in tok.encode(text)
@@ -369,7 +392,9 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
     # offline and deterministic. Named references whose files are absent are skipped with a reason.
     monkeypatch.setenv("K1_REFERENCE_TOKENIZERS", str(tmp_path / "no-refs"))
     ref = tmp_path / "ref"
-    cfg = TokenizerConfig(vocab_size=VOCAB, pretokenizer="gpt4", weights=parse_weights("en=1"))
+    cfg = TokenizerConfig(
+        vocab_size=VOCAB, pretokenizer="gpt4", weights=parse_weights("en=1"), multiword_share=0
+    )
     train([f"en:{ASSETS / 'en.txt'}"], None, ref, config=cfg, progress=False, log=lambda *_: None)
     ko = tmp_path / "ko.txt"
     ko.write_text((ASSETS / "ko.txt").read_text(encoding="utf-8")[:30000], encoding="utf-8")

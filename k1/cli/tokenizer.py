@@ -17,53 +17,63 @@ def train(
         "-i",
         help="Text files, folders or globs (.txt .jsonl .json .parquet); prefix ko: en: code: other: to set the language.",
     ),
-    vocab_size: int = typer.Option(
-        131072, "--vocab-size", "-v", help="Total vocabulary size, special tokens included."
-    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output directory (a Hugging Face tokenizer directory)."
     ),
+    vocab_size: int = typer.Option(
+        None, "--vocab-size", "-v", help="Total vocabulary, special tokens included [131072]."
+    ),
     weights: str = typer.Option(
-        "ko=0.7,en=0.15,code=0.15", help="Share of training bytes per language (ko, en, code, other)."
+        None, help="Share of training bytes per language [ko=0.7,en=0.15,code=0.15]."
     ),
     digits: str = typer.Option(
-        "single", help="How numbers are split before BPE: single (one digit per token) or triple."
+        None, help="Numbers before BPE: single (one digit per token) or triple [single]."
     ),
-    pretokenizer: str = typer.Option(
-        "k1", help="Pre-tokenizer pattern: k1 (Korean-aware) or gpt4 (baseline)."
+    pretokenizer: str = typer.Option(None, help="Pre-tokenizer: k1 (Korean-aware) or gpt4 (baseline) [k1]."),
+    multiword_share: float = typer.Option(
+        None,
+        help="Share of merges that may join Korean eojeol into phrases (SuperBPE stage 2; 0: off) [0.1].",
     ),
-    max_bytes: int = typer.Option(
-        0, help="Cap on training text in bytes after sampling (0: all the shares allow)."
+    max_bytes: int = typer.Option(None, help="Cap on training text in bytes after sampling (0: no cap) [0]."),
+    text_key: str = typer.Option(
+        None, help="Field/column with the text in .jsonl/.json/.parquet inputs [text]."
     ),
-    text_key: str = typer.Option("text", help="Field/column with the text in .jsonl/.json/.parquet inputs."),
-    min_frequency: int = typer.Option(2, help="Minimum pair count for a merge."),
+    min_frequency: int = typer.Option(None, help="Minimum pair count for a merge [2]."),
+    seed: int = typer.Option(None, help="Seed for the per-language subsampling [0]."),
     config: Path | None = typer.Option(
-        None, help="A TOML/JSON file with tokenizer settings ([tokenizer] table); options override it."
+        None,
+        help="TOML/JSON file with tokenizer settings (a [tokenizer] table); options given here override it.",
     ),
     threads: int = typer.Option(0, help="CPU threads for training (1 keeps it on one core; 0: all)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
-    seed: int = typer.Option(0, help="Seed for the per-language subsampling."),
 ) -> None:
     """Train a byte-level BPE tokenizer on a language-weighted corpus."""
+    import json
+
     from k1.tokenizer import TokenizerConfig, parse_weights
     from k1.tokenizer import train as train_fn
 
     cfg = TokenizerConfig.from_file(config) if config else TokenizerConfig()
-    cfg.vocab_size, cfg.weights, cfg.digits, cfg.pretokenizer = (
-        vocab_size,
-        parse_weights(weights),
-        digits,
-        pretokenizer,
-    )
-    cfg.max_bytes, cfg.text_key, cfg.min_frequency, cfg.seed = max_bytes, text_key, min_frequency, seed
+    given = {
+        "vocab_size": vocab_size,
+        "weights": parse_weights(weights) if weights is not None else None,
+        "digits": digits,
+        "pretokenizer": pretokenizer,
+        "multiword_share": multiword_share,
+        "max_bytes": max_bytes,
+        "text_key": text_key,
+        "min_frequency": min_frequency,
+        "seed": seed,
+    }
+    for key, value in given.items():
+        if value is not None:
+            setattr(cfg, key, value)
     path = train_fn(input, None, out, config=cfg, threads=threads or None, overwrite=overwrite)
-    import json
-
     stats = json.loads((path / "k1_tokenizer.json").read_text())["stats"]
     langs = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in stats["train_bytes_by_lang"].items() if v)
     typer.echo(
-        f"wrote {path}: {stats['vocab_size']:,} tokens from {stats['train_bytes'] / 1e6:.2f} MB ({langs}) "
-        f"in {stats['seconds']:.1f} s; {len(stats['skipped'])} file(s) skipped"
+        f"wrote {path}: {stats['vocab_size']:,} tokens ({stats['multiword_tokens']:,} Korean phrases) from "
+        f"{stats['train_bytes'] / 1e6:.2f} MB ({langs}) in {stats['seconds']:.1f} s; {len(stats['skipped'])} file(s) skipped"
     )
 
 

@@ -87,6 +87,8 @@ def special_tokens(block: int = DEFAULT_SPECIAL_BLOCK) -> list[tuple[str, bool]]
 # Letters that are neither Hangul nor CJK (Latin, Cyrillic, Greek, ...), for the "word" rule.
 _OTHER_LETTERS = r"[[\p{L}\p{M}]&&[^\p{Hangul}\p{Han}\p{Hiragana}\p{Katakana}]]"
 
+_EOJEOL = r" ?\p{Hangul}+[.,!?~]?"
+
 _K1_RULES = (
     # English contractions stay one piece ("it's" -> "it", "'s"), as in GPT-2/4.
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
@@ -99,7 +101,7 @@ _K1_RULES = (
     # A Hangul run that follows a Latin word or a digit without a space ("GPU를", "2024년에") is
     # its own piece, so particles and counters after foreign words and numbers become shared
     # tokens ("를", "년에") instead of one token per foreign word + particle.
-    r" ?\p{Hangul}+[.,!?~]?",
+    _EOJEOL,
     # Chinese characters and kana, in runs (no spaces between words in these scripts).
     r" ?[\p{Han}\p{Hiragana}\p{Katakana}ー]+",
     # Other words (English, code identifiers, Cyrillic, ...), with one leading space or symbol
@@ -130,12 +132,26 @@ PRETOKENIZERS = {
 }
 
 
-def pretokenizer_pattern(name: str, digits: str = "single") -> str:
+def phrase_rule(max_words: int) -> str:
+    """Korean phrase: up to max_words eojeol joined by single spaces, ending at a sentence mark."""
+    return r" ?\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + r"}[.,!?~]?"
+
+
+def pretokenizer_pattern(name: str, digits: str = "single", phrase_words: int = 1) -> str:
+    """The pre-tokenizer regex; phrase_words > 1 lets Korean pieces span that many eojeol (stage 2 of
+    multiword training, and the pattern of a tokenizer trained with it)."""
     if name not in PRETOKENIZERS:
         raise ConfigError(f"unknown pretokenizer {name!r}{did_you_mean(name, list(PRETOKENIZERS))}")
     if digits not in DIGIT_RULES:
         raise ConfigError(f"unknown digits rule {digits!r}{did_you_mean(digits, list(DIGIT_RULES))}")
-    return PRETOKENIZERS[name].replace("{digits}", DIGIT_RULES[digits])
+    pattern = PRETOKENIZERS[name].replace("{digits}", DIGIT_RULES[digits])
+    if phrase_words > 1:
+        if _EOJEOL not in pattern:
+            raise ConfigError(
+                f"pretokenizer {name!r} has no Korean eojeol rule; multiword merges need the k1 pretokenizer (or set multiword_share to 0)"
+            )
+        pattern = pattern.replace(_EOJEOL, phrase_rule(phrase_words), 1)
+    return pattern
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +269,11 @@ class TokenizerConfig:
     up to max_repeat times to reach their share."""
     max_repeat: float = 4.0
     """Most times one file's text may be repeated to reach its share."""
+    multiword_share: float = 0.1
+    """Share of the merges learned in a second stage where a Korean piece may span several eojeol
+    (SuperBPE, Liu et al. 2025): frequent phrases such as " 수 있다." become one token. 0 turns it off."""
+    multiword_max_words: int = 4
+    """Longest Korean phrase (in eojeol) a multiword token may cover."""
     max_bytes: int = 0
     """Cap on the training text in bytes after sampling (0: as much as the shares allow)."""
     min_frequency: int = 2
@@ -278,13 +299,17 @@ class TokenizerConfig:
                 f"vocab_size {self.vocab_size} is larger than 1,048,576; choose a smaller --vocab-size"
             )
         special_tokens(self.special_block)
-        pretokenizer_pattern(self.pretokenizer, self.digits)
+        pretokenizer_pattern(
+            self.pretokenizer, self.digits, self.multiword_max_words if self.multiword_share else 1
+        )
         unknown = set(self.weights) - set(LANGUAGES)
         if unknown:
             name = sorted(unknown)[0]
             raise ConfigError(f"unknown language {name!r} in weights{did_you_mean(name, list(LANGUAGES))}")
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ConfigError("language weights must be >= 0 and not all zero, e.g. ko=0.6,en=0.2,code=0.2")
+        if not 0 <= self.multiword_share < 1 or self.multiword_max_words < 2:
+            raise ConfigError("multiword_share must be in [0, 1) and multiword_max_words >= 2")
         if not 0 <= self.source_alpha <= 1 or self.max_repeat < 1:
             raise ConfigError("source_alpha must be in [0, 1] and max_repeat >= 1")
         if self.min_frequency < 1 or self.max_token_length < 1 or self.max_bytes < 0:

@@ -101,8 +101,11 @@ def train(
 
     backend = build_backend(config)
     specials = special_tokens(config.special_block)
+    # With multiword merges, stage 1 learns all but multiword_share of the merges on single words.
+    merges_total = config.vocab_size - len(specials) - 256
+    stage2_merges = int(config.multiword_share * merges_total)
     trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size,
+        vocab_size=config.vocab_size - stage2_merges,
         min_frequency=config.min_frequency,
         special_tokens=[AddedToken(t, special=True, normalized=False) for t, _ in specials],
         initial_alphabet=ByteLevel.alphabet(),
@@ -119,14 +122,21 @@ def train(
         )
     if not stats.get("documents"):
         raise K1Error("the inputs held no documents after sampling; give more text or change --weights")
-    seconds = time.perf_counter() - start
 
     data = json.loads(backend.to_str())
+    if stage2_merges:
+        with _threads(threads):
+            docs = corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, {})
+            stats["multiword_tokens"] = add_multiword_merges(data, docs, config, stage2_merges, progress)
+    seconds = time.perf_counter() - start
     # The trainer registers every special token as "special"; the think and tool tags are markup
     # users should see in decoded text (skip_special_tokens keeps them), so unmark those.
     markup = {t for t, special in specials if not special}
     for entry in data["added_tokens"]:
         entry["special"] = entry["content"] not in markup
+    # A piece that is a whole token is taken as is instead of being rebuilt merge by merge (as in
+    # LLaMA 3): same ids on our corpora, ~10% faster encoding, and transformers reads the flag too.
+    data["model"]["ignore_merges"] = True
     tokenizer_json = json.dumps(data, ensure_ascii=False)
     actual = len(data["model"]["vocab"]) + sum(
         1 for e in data["added_tokens"] if e["id"] >= len(data["model"]["vocab"])
@@ -157,6 +167,7 @@ def train(
             "available_bytes_by_lang": available,
             "expected_bytes": expected,
             "documents": stats.get("documents", 0),
+            "multiword_tokens": stats.get("multiword_tokens", 0),
             "files": [
                 {"path": str(s.path), "lang": s.lang, "bytes": s.nbytes, "rate": round(per_file[s.path], 4)}
                 for s in corpus.sources
@@ -185,6 +196,85 @@ def train(
             f"note: the corpus supported only {actual} of the {config.vocab_size} tokens asked for (more text gives more merges)"
         )
     return out_dir
+
+
+# Stage-1 token ids become single characters for stage 2; from U+20000 on there are no surrogates
+# and no whitespace, so WhitespaceSplit can separate the phrases.
+_ID_BASE = 0x20000
+_MAX_IDS = 0x10FFFF - _ID_BASE
+
+
+def add_multiword_merges(
+    data: dict, docs, config: TokenizerConfig, n_merges: int, progress: bool = False
+) -> int:
+    """Stage 2 of multiword (SuperBPE) training: continue BPE over Korean phrases. Extends the
+    tokenizer JSON `data` in place (merges, vocab, pre-tokenizer) and returns the tokens added.
+
+    Each phrase (up to multiword_max_words eojeol, as the final pre-tokenizer cuts it) is encoded
+    with the stage-1 tokenizer, its ids turned into characters, and a second BPE trainer learns
+    merges over those characters. Stage-1 merges never join across a space inside a Korean phrase
+    (no stage-1 piece has a space after a letter), so at encoding time stage-1 merges rebuild the
+    words first and the new merges, ranked after them, join words into phrases.
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    vocab: dict[str, int] = data["model"]["vocab"]
+    if len(vocab) + n_merges > _MAX_IDS:
+        raise K1Error(f"multiword merges support vocabularies up to {_MAX_IDS:,} tokens; lower --vocab-size")
+    stage1 = Tokenizer.from_str(json.dumps(data))
+    pattern = pretokenizer_pattern(config.pretokenizer, config.digits, config.multiword_max_words)
+    coarse = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+
+    phrases: list[str] = []
+    alphabet: set[int] = set()
+    batch: list[str] = []
+
+    def flush():
+        ids = stage1.encode_batch(batch, add_special_tokens=False)
+        for enc in ids:
+            alphabet.update(enc.ids)
+            phrases.append("".join(chr(_ID_BASE + i) for i in enc.ids))
+        batch.clear()
+
+    for doc in docs:
+        for piece, _ in coarse.pre_tokenize_str(doc):
+            if " " in piece.strip(" ") and not piece.isspace():  # a phrase of two or more eojeol
+                batch.append(piece)
+        if len(batch) >= 4096:
+            flush()
+    if batch:
+        flush()
+    if not phrases:
+        return 0
+
+    stage2 = Tokenizer(models.BPE())
+    stage2.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(alphabet) + n_merges, min_frequency=config.min_frequency, show_progress=progress
+    )
+    stage2.train_from_iterator(
+        (" ".join(phrases[i : i + 1024]) for i in range(0, len(phrases), 1024)), trainer
+    )
+    learned = json.loads(stage2.to_str())["model"]["merges"]
+
+    by_id = {i: t for t, i in vocab.items()}
+
+    def text(chars: str) -> str:
+        return "".join(by_id[ord(c) - _ID_BASE] for c in chars)
+
+    added = 0
+    merges = data["model"]["merges"]
+    for a, b in learned:
+        left, right = text(a), text(b)
+        merged = left + right
+        if merged not in vocab:
+            vocab[merged] = len(vocab)
+            by_id[vocab[merged]] = merged
+            added += 1
+        merges.append([left, right])
+    split = data["pre_tokenizer"]["pretokenizers"][0]
+    split["pattern"]["Regex"] = pattern
+    return added
 
 
 def _replace_dir(new: Path, target: Path) -> None:
