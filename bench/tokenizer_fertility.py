@@ -96,8 +96,40 @@ def external_korean(data: Path, work: Path, seen: set[str]) -> list[Path]:
     return files
 
 
-def speed(tok, text_docs: list[str], references: list[str]) -> list[dict]:
-    """MB/s encoding the same documents: one core (a loop), then a batch on all cores."""
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)  # the least disturbed run: the machine is shared
+
+
+def _thread_ticks() -> dict[str, int]:
+    """CPU ticks per thread of this process (Linux); {} elsewhere."""
+    out = {}
+    try:
+        for t in os.listdir("/proc/self/task"):
+            fields = Path(f"/proc/self/task/{t}/stat").read_text().rsplit(")", 1)[1].split()
+            out[t] = int(fields[11]) + int(fields[12])
+    except OSError:
+        return {}
+    return out
+
+
+def busy_threads(fn) -> int:
+    """How many threads did a real share (>= 20%) of the CPU work of fn(): shows batch encoding
+    spreading over cores even when a shared machine's other jobs eat the wall-clock gain."""
+    before = _thread_ticks()
+    fn()
+    after = _thread_ticks()
+    work = {t: after[t] - before.get(t, 0) for t in after}
+    total = sum(work.values()) or 1
+    return sum(1 for w in work.values() if w / total >= 0.2)
+
+
+def speed(tok, text_docs: list[str], references: list[str], repeat: int = 3) -> list[dict]:
+    """MB/s encoding the same documents: one core, then a batch on all cores (best of `repeat`)."""
     nbytes = sum(len(d.encode()) for d in text_docs)
     encoders = [("k1", tok.encode, tok.encode_batch)]
     for name in references:
@@ -109,26 +141,20 @@ def speed(tok, text_docs: list[str], references: list[str]) -> list[dict]:
     rows = []
     for name, one, batch in encoders:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        t = time.perf_counter()
-        if name in ("o200k", "cl100k"):
+        if name in ("o200k", "cl100k") or batch is None:
             # tiktoken's batch call runs a thread pool; a plain loop is its one-core speed.
-            for d in text_docs:
-                one(d)
-        elif batch is not None:
-            batch(text_docs)  # tokenizers with parallelism off: one core, no per-call Python overhead
+            single = _best(lambda one=one: [one(d) for d in text_docs], repeat)
         else:
-            for d in text_docs:
-                one(d)
-        single = time.perf_counter() - t
+            # tokenizers with parallelism off: one core, without Python overhead per document.
+            single = _best(lambda batch=batch: batch(text_docs), repeat)
         os.environ["TOKENIZERS_PARALLELISM"] = "true"
-        multi = None
-        if batch is not None:
-            t = time.perf_counter()
-            batch(text_docs)
-            multi = time.perf_counter() - t
+        multi = _best(lambda batch=batch: batch(text_docs), repeat) if batch is not None else None
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+        threads = busy_threads(lambda batch=batch: batch(text_docs)) if batch is not None else 1
         rows.append(
             {
                 "tokenizer": name,
+                "busy_threads_batch": threads,
                 "mb_s_1core": nbytes / single / 1e6,
                 "mb_s_batch": nbytes / multi / 1e6 if multi else None,
             }
@@ -198,7 +224,10 @@ def main() -> int:
 
     ok = True
     if rep_all.fewer("o200k", "ko") is not None:
-        goal = f"Korean: {rep_all.fewer('o200k', 'ko'):.1f}% fewer tokens than o200k (goal >= 40%)"
+        goal = (
+            f"Korean: {rep_all.fewer('o200k', 'ko'):.1f}% fewer tokens than o200k (goal >= 40%; held-out split "
+            f"{rep_in.fewer('o200k', 'ko'):.1f}%, other Korean sets {rep_ext.fewer('o200k', 'ko'):.1f}%)"
+        )
         ok &= rep_all.fewer("o200k", "ko") >= 40
     else:
         goal = f"Korean: {rep_all.fewer('tekken', 'ko'):.1f}% fewer tokens than Tekken (goal >= 35%)"
@@ -209,23 +238,25 @@ def main() -> int:
         ok &= more <= 10
     print(f"## Goal\n\n{goal}: {'MET' if ok else 'NOT MET'}\n")
 
+    results: dict = {"stats": stats, "report": rep_all.to_dict()}
     if not args.skip_speed:
         docs = []
         for lang_paths in held.values():
             for p in lang_paths:
                 docs += p.read_text(encoding="utf-8").splitlines(keepends=True)
-        docs = docs * 2
         rows = speed(tok, docs, ["o200k", "deepseek-v3"])
         mb = sum(len(d.encode()) for d in docs) / 1e6
         print(
             f"## Encoding speed ({mb:.1f} MB of held-out ko/en/code lines, {len(docs):,} documents, {os.cpu_count()} cores)\n"
         )
-        print("| tokenizer | MB/s one core | MB/s batch, all cores |\n|---|---|---|")
+        print(
+            "| tokenizer | MB/s one core | MB/s batch, all cores | threads busy in batch |\n|---|---|---|---|"
+        )
         for r in rows:
             print(
-                f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | {r['mb_s_batch']:.2f} |"
+                f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | {r['mb_s_batch']:.2f} | {r['busy_threads_batch']} |"
                 if r["mb_s_batch"]
-                else f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | - |"
+                else f"| {r['tokenizer']} | {r['mb_s_1core']:.2f} | - | 1 |"
             )
         base = {r["tokenizer"]: r for r in rows}
         for ref in ("o200k", "deepseek-v3"):
@@ -234,9 +265,13 @@ def main() -> int:
                 print(
                     f"\nk1 / {ref}: {k['mb_s_1core'] / o['mb_s_1core']:.2f}x on one core, {k['mb_s_batch'] / o['mb_s_batch']:.2f}x in batch"
                 )
-    (work / "bench.json").write_text(
-        json.dumps({"stats": stats, "report": rep_all.to_dict()}, ensure_ascii=False, indent=2)
-    )
+        k = base["k1"]
+        print(
+            f"\nk1 batch on {os.cpu_count()} cores / k1 on one core: {k['mb_s_batch'] / k['mb_s_1core']:.2f}x "
+            f"(load average {os.getloadavg()[0]:.1f}: other jobs share these cores)"
+        )
+        results["speed"] = rows
+    (work / "bench.json").write_text(json.dumps(results, ensure_ascii=False, indent=2))
     return 0
 
 

@@ -243,7 +243,8 @@ def _compile(template: str):
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise
         compiled = env.from_string(template)
-        _ENV_CACHE.clear() if len(_ENV_CACHE) > 16 else None
+        if len(_ENV_CACHE) > 16:  # templates come from few model dirs; bound it anyway
+            _ENV_CACHE.clear()
         _ENV_CACHE[template] = compiled
     return compiled
 
