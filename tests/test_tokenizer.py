@@ -419,6 +419,18 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
         report(tok_dir, [f"ko:{ko}"], references=["gpt-17"])
 
 
+def test_mistral_reference_tokenizers_load_offline():
+    pytest.importorskip("mistral_common")
+    from k1.tokenizer.fertility import load_reference
+
+    tekken = load_reference("tekken")
+    assert tekken.vocab_size == 131072 and tekken.label == "Mistral Nemo (Tekken)"
+    assert 0 < len(tekken.encode("한국어 토큰화")) < 20
+    pytest.importorskip("sentencepiece")
+    spm = load_reference("mistral-v3")
+    assert spm.vocab_size == 32768 and len(spm.encode("한국어")) > 0
+
+
 def test_cli_train_report_and_errors(tmp_path, capsys):
     from k1.cli import main
 

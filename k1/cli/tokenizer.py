@@ -112,7 +112,10 @@ def report(
         text_key=text_key,
         log=typer.echo,
     )
-    console = Console()
+    import sys
+
+    # Piped output (logs, CI) gets room for the whole table instead of rich's 80-column default.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     langs = rep.langs()
     table = Table(title="Tokenizer fertility (lower tokens is better)")
     table.add_column("tokenizer")
