@@ -202,6 +202,9 @@ def train(
 # and no whitespace, so WhitespaceSplit can separate the phrases.
 _ID_BASE = 0x20000
 _MAX_IDS = 0x10FFFF - _ID_BASE
+# Stage 2 holds its phrases in memory (4 bytes per stage-1 token); phrase statistics settle long
+# before this many tokens, so a huge corpus only contributes its first part to stage 2.
+MAX_STAGE2_TOKENS = 100_000_000
 
 
 def add_multiword_merges(
@@ -228,20 +231,25 @@ def add_multiword_merges(
     phrases: list[str] = []
     alphabet: set[int] = set()
     batch: list[str] = []
+    held = 0
 
-    def flush():
-        ids = stage1.encode_batch(batch, add_special_tokens=False)
-        for enc in ids:
+    def flush() -> int:
+        n = 0
+        for enc in stage1.encode_batch(batch, add_special_tokens=False):
             alphabet.update(enc.ids)
             phrases.append("".join(chr(_ID_BASE + i) for i in enc.ids))
+            n += len(enc.ids)
         batch.clear()
+        return n
 
     for doc in docs:
         for piece, _ in coarse.pre_tokenize_str(doc):
             if " " in piece.strip(" ") and not piece.isspace():  # a phrase of two or more eojeol
                 batch.append(piece)
         if len(batch) >= 4096:
-            flush()
+            held += flush()
+            if held >= MAX_STAGE2_TOKENS:
+                break
     if batch:
         flush()
     if not phrases:
