@@ -130,6 +130,8 @@ def test_korean_pretokenizer_splits_scripts_and_digits():
     ]  # fmt: skip
     triple = Split(Regex(pretokenizer_pattern("k1", "triple")), behavior="isolated")
     assert [p for p, _ in triple.pre_tokenize_str("12345")] == ["123", "45"]
+    r2l = Split(Regex(pretokenizer_pattern("k1", "triple-r2l")), behavior="isolated")
+    assert [p for p, _ in r2l.pre_tokenize_str("1234567 89")] == ["1", "234", "567", " ", "89"]
 
 
 def test_korean_is_compressed_better_than_english_bytes(tok):
