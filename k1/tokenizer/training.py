@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ def train(
     from tokenizers import AddedToken, trainers
     from tokenizers.pre_tokenizers import ByteLevel
 
-    config = config or TokenizerConfig()
+    config = dataclasses.replace(config or TokenizerConfig())  # a copy: the caller's object is left as it was
     if vocab_size is not None:
         config.vocab_size = vocab_size
     config.validate()
@@ -99,6 +100,10 @@ def train(
             f"the language weights {config.weights} select none of the text found ({have} bytes); adjust --weights"
         )
 
+    planned = ", ".join(
+        f"{lang} {available[lang] * rates[lang] / 1e6:.1f} MB" for lang in available if rates[lang]
+    )
+    log(f"{len(corpus.sources)} file(s) read; training on {planned}")
     backend = build_backend(config)
     specials = special_tokens(config.special_block)
     # With multiword merges, stage 1 learns all but multiword_share of the merges on single words.
@@ -125,6 +130,9 @@ def train(
 
     data = json.loads(backend.to_str())
     if stage2_merges:
+        log(
+            f"stage 2: {stage2_merges:,} merges over Korean phrases of up to {config.multiword_max_words} eojeol"
+        )
         with _threads(threads):
             docs = corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, {})
             stats["multiword_tokens"] = add_multiword_merges(data, docs, config, stage2_merges, progress)
