@@ -102,6 +102,17 @@ def test_multiword_tokens_join_korean_eojeol(tok_dir, tok):
     assert tok.decode(tok.encode(phrases[0] + "GPU")) == phrases[0] + "GPU"
 
 
+def test_corpus_without_korean_still_gets_the_full_vocab(tmp_path):
+    """Regression: the merges reserved for Korean phrases were lost when there was no Korean."""
+    cfg = TokenizerConfig(weights=parse_weights("en=1,code=1"))
+    inputs = [f"en:{ASSETS / 'en.txt'}", f"code:{ASSETS / 'code.txt'}"]
+    out = train(inputs, 1000, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None)
+    stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
+    assert stats["multiword_tokens"] == 0 and load(out).vocab_size == 1000
+    text = (ASSETS / "en.txt").read_text()[:5000]
+    assert load(out).decode(load(out).encode(text)) == text
+
+
 def test_config_file_and_unknown_keys(tmp_path):
     good = tmp_path / "tok.toml"
     good.write_text("[tokenizer]\nvocab_size = 4096\nweights = { ko = 1.0 }\n")
