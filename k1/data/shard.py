@@ -79,10 +79,13 @@ def load_tokenizer(tok_dir: str | Path, separator: str = "") -> TokenizerInfo:
         k1_tokenizer = None
     if k1_tokenizer is not None and hasattr(k1_tokenizer, "load"):
         loaded = k1_tokenizer.load(tok_dir)
-        # k1.tokenizer.load may return a wrapper; the fast path needs the `tokenizers` object inside.
+        # The fast path needs the `tokenizers` object inside k1's wrapper: the variant that reads
+        # "<|im_start|>"-like strings in a document as plain text, so corpus text can never forge
+        # control tokens (chat roles, end of turn) in the training stream.
         for cand in (
+            getattr(loaded, "_plain", None),
+            getattr(loaded, "backend", None),
             loaded,
-            getattr(loaded, "backend_tokenizer", None),
             getattr(loaded, "tokenizer", None),
             getattr(loaded, "_tokenizer", None),
         ):
