@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import k1  # noqa: E402
 from k1.config import ModelConfig  # noqa: E402
 from k1.model import Transformer  # noqa: E402
+from k1.objectives import get_objective  # noqa: E402
+
+pretrain_objective = get_objective("pretrain")
 
 
 class PeakRSS:
@@ -78,15 +81,15 @@ def timed(fn, repeat: int) -> float:
 
 
 def train_step_fn(model, ids, hf: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # Both sides get the fused AdamW k1's trainer uses: the comparison is of the models.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             if hf:
                 loss = model(ids[:, :-1], labels=ids[:, :-1]).loss
-            else:
-                logits = model(ids[:, :-1])
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+            else:  # k1's own training objective, MTP off (transformers' model has none)
+                loss, _ = pretrain_objective(model, {"input_ids": ids}, mtp_weight=0.0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -110,8 +113,9 @@ def hf_cache_bytes_per_token(hf, prompt_len: int) -> float:
 def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, peaks: dict) -> list[tuple]:
     from transformers import AutoModelForCausalLM
 
-    cfg = ModelConfig.preset(name, vocab_size=min(32768, ModelConfig.preset(name).vocab_size),
-                             max_position_embeddings=max(2048, seq + new_tokens + 8))
+    base = ModelConfig.preset(name)
+    cfg = ModelConfig.preset(name, vocab_size=min(32768, base.vocab_size),
+                             max_position_embeddings=max(base.max_position_embeddings, seq + new_tokens + 8))
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp()
     k1.save(Transformer(cfg), tmp)
@@ -191,6 +195,7 @@ def main():
     args = ap.parse_args()
     import transformers
 
+    transformers.logging.set_verbosity_error()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     peaks = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
     print(f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n")

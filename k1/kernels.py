@@ -83,3 +83,57 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
     context = torch.bmm(probs, latent)  # (batch, heads, r)
     out = torch.einsum("bhr,hvr->bhv", context, w_uv)  # (batch, heads, dv)
     return out.reshape(out.shape[0], 1, nh * dv)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (hidden @ weight.T) against targets, computed chunk by chunk.
+
+    Each chunk's logits live only while that chunk is processed: the forward pass also computes the
+    gradients (softmax - one_hot) / n for hidden and weight, so backward only scales them. Memory is
+    O(chunk x vocab) instead of several (tokens x vocab) tensors (logits, their fp32 copy, the saved
+    log-softmax), for the same arithmetic as the plain path.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, ignore_index: int, dtype):
+        n_valid = (targets != ignore_index).sum().clamp(min=1)
+        h = hidden.to(dtype)
+        w = weight.to(dtype)
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        needs_grad = hidden.requires_grad or weight.requires_grad
+        for start in range(0, h.shape[0], chunk):
+            hc, tc = h[start : start + chunk], targets[start : start + chunk]
+            logits = (hc @ w.t()).float()  # (chunk, vocab)
+            valid = tc != ignore_index
+            safe = tc.clamp(min=0)
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, safe[:, None])[:, 0]
+            total += ((lse - picked) * valid).sum()
+            if needs_grad:
+                g = torch.softmax(logits, dim=-1)
+                g[torch.arange(len(tc), device=g.device), safe] -= 1.0
+                g *= (valid.float() / n_valid)[:, None]
+                g = g.to(dtype)
+                grad_h[start : start + chunk] = (g @ w).to(hidden.dtype)
+                grad_w += (g.t() @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None, None, None, None
+
+
+def linear_cross_entropy(hidden, weight, targets, chunk: int = 2048, ignore_index: int = -100):
+    """Fused output projection + mean cross-entropy. hidden (tokens, h), weight (vocab, h), targets
+    (tokens,). Follows autocast for the matmuls; softmax and the loss are fp32."""
+    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, dtype)
+
+
+def linear_cross_entropy_reference(hidden, weight, targets, ignore_index: int = -100):
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets, ignore_index=ignore_index)

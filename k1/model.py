@@ -242,11 +242,19 @@ class Attention(nn.Module):
         k_nope, v = kv.split([dn, dv], dim=-1)
         k = torch.cat((k_nope, k_rope[:, None].expand(b, nh, t, dr)), dim=-1)
         q = torch.cat((q_nope, q_rope), dim=-1)
+        # SDPA's fused (flash) kernels want one head width for q, k and v; MLA's v is narrower than
+        # q/k (128 vs 192 in A.X K1). Zero columns change no dot product and no output column, and
+        # spare the (seq x seq) score matrix that the fallback kernel would keep per layer.
+        width = max(dn + dr, dv)
+        if dv < width:
+            v = F.pad(v, (0, width - dv))
+        elif dn + dr < width:
+            q, k = F.pad(q, (0, width - dn - dr)), F.pad(k, (0, width - dn - dr))
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1, scale=self.scale)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, nh * dv))
+        return self.o_proj(out[..., :dv].transpose(1, 2).reshape(b, s, nh * dv))
 
 
 # ------------------------------------------------------------------------------- MLP and experts
@@ -459,18 +467,25 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
-                return_mtp: bool = False):
+                return_mtp: bool = False, labels: torch.Tensor | None = None):
         """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
         token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
 
         With return_mtp, also the MTP logits of each depth k, (batch, seq - k, vocab), where
-        position i predicts token i + k + 1 (training; everything stays inside this call so that
-        wrappers such as FSDP see one forward)."""
+        position i predicts token i + k + 1. With labels (batch, seq; -100 = no target), returns
+        {"loss": mean cross-entropy, "mtp_losses": [per depth, when return_mtp]} computed without
+        materializing the logits (kernels.linear_cross_entropy). Everything stays inside this one
+        call so that wrappers such as FSDP see a single forward."""
         h, rope, mask = self.hidden_states(input_ids, attention_mask, position_ids, cache)
-        logits = self.lm_head(h)
-        if not return_mtp:
-            return logits
-        return logits, [self.lm_head(m) for m in self.mtp_hidden(h, input_ids, rope, mask)]
+        mtp = self.mtp_hidden(h, input_ids, rope, mask) if return_mtp else []
+        if labels is None:
+            logits = self.lm_head(h)
+            return (logits, [self.lm_head(m) for m in mtp]) if return_mtp else logits
+        w = self.lm_head.weight
+        loss = kernels.linear_cross_entropy(h.flatten(0, 1), w, labels.flatten())
+        mtp_losses = [kernels.linear_cross_entropy(m.flatten(0, 1), w, labels[:, k:].flatten())
+                      for k, m in enumerate(mtp, start=1)]
+        return {"loss": loss, "mtp_losses": mtp_losses}
 
     def mtp_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor, rope, mask) -> list[torch.Tensor]:
         """Hidden states of each MTP depth k (1-based): position i predicts token i + k + 1.

@@ -44,16 +44,12 @@ def next_token_and_mtp(model, batch, mtp_weight: float = 0.3) -> tuple[torch.Ten
     positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
     out = model(inputs, attention_mask=None if mask is None else mask[:, None],
-                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp)
-    logits, mtp_logits = out if use_mtp else (out, [])
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp,
+                labels=targets)
+    loss = out["loss"]
     metrics = {"ce": loss.item()}
-    if mtp_logits:
-        depth_losses = [
-            F.cross_entropy(lg.float().flatten(0, 1), targets[:, k:].flatten(), ignore_index=-100)
-            for k, lg in enumerate(mtp_logits, start=1)
-        ]
-        mtp_loss = torch.stack(depth_losses).mean()
+    if out["mtp_losses"]:
+        mtp_loss = torch.stack(out["mtp_losses"]).mean()
         metrics["mtp"] = mtp_loss.item()
         loss = loss + mtp_weight * mtp_loss
     return loss, metrics

@@ -526,8 +526,11 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         m.record_routing = True
     model = parallel.wrap(model, d)
     objective = get_objective(cfg.objective)
+    # Fused AdamW: one kernel over all parameters instead of a loop of small ops and temporaries.
+    # FSDP's sharded (DTensor) parameters take the multi-tensor path instead.
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  **({"foreach": True} if d.enabled else {"fused": True}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     forward_model = torch.compile(model) if cfg.compile else model
 

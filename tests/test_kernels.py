@@ -75,3 +75,33 @@ def test_int8_latent_cache_halves_bytes_and_keeps_greedy_outputs():
         model(ids[:, :-1], cache=cache)
         step = model(ids[:, -1:], cache=cache)[:, -1]
     assert (step - ref).abs().max() <= 0.02 * (ref.max() - ref.min())
+
+
+def test_fused_linear_cross_entropy_matches_reference():
+    torch.manual_seed(1)
+    h = torch.randn(37, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    t = torch.randint(0, 50, (37,))
+    t[[3, 9]] = -100  # ignored positions
+    ref = kernels.linear_cross_entropy_reference(h, w, t)
+    g_ref = torch.autograd.grad(ref * 2.5, (h, w))
+    got = kernels.linear_cross_entropy(h, w, t, chunk=8)  # several chunks, a ragged last one
+    g_got = torch.autograd.grad(got * 2.5, (h, w))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_got, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_model_loss_path_matches_logits_path():
+    """model(labels=...) must give the loss one computes from the logits, MTP depths included."""
+    import torch.nn.functional as F
+
+    model = tiny_model(seed=5)
+    ids = torch.randint(0, 128, (2, 17))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    out = model(inputs, labels=targets, return_mtp=True)
+    logits, mtp = model(inputs, return_mtp=True)
+    ref = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+    ref_mtp = F.cross_entropy(mtp[0].flatten(0, 1), targets[:, 1:].flatten())
+    torch.testing.assert_close(out["mtp_losses"][0], ref_mtp, rtol=1e-5, atol=1e-6)
