@@ -96,7 +96,7 @@ def stream(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Non
     ids, mask = _left_pad(prompts, pad, device)
     ragged = not bool(mask.all())
     cache = model.new_cache(len(prompts), capacity=longest + params.max_new_tokens, quantized=params.quantized_cache)
-    logits = model(ids, attention_mask=mask if ragged else None, cache=cache)[:, -1]
+    logits = model(ids, attention_mask=mask if ragged else None, cache=cache, last_only=True)[:, -1]
     stops = set(params.stop_token_ids)
     done = [False] * len(prompts)
     for _ in range(params.max_new_tokens):
@@ -113,7 +113,7 @@ def stream(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Non
         if all(done):
             return
         mask = torch.cat((mask, torch.ones_like(mask[:, :1])), dim=1)
-        logits = model(nxt[:, None], attention_mask=mask if ragged else None, cache=cache)[:, -1]
+        logits = model(nxt[:, None], attention_mask=mask if ragged else None, cache=cache, last_only=True)[:, -1]
 
 
 def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,

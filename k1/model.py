@@ -467,7 +467,7 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
-                return_mtp: bool = False, labels: torch.Tensor | None = None):
+                return_mtp: bool = False, labels: torch.Tensor | None = None, last_only: bool = False):
         """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
         token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
 
@@ -475,8 +475,11 @@ class Transformer(nn.Module):
         position i predicts token i + k + 1. With labels (batch, seq; -100 = no target), returns
         {"loss": mean cross-entropy, "mtp_losses": [per depth, when return_mtp]} computed without
         materializing the logits (kernels.linear_cross_entropy). Everything stays inside this one
-        call so that wrappers such as FSDP see a single forward."""
+        call so that wrappers such as FSDP see a single forward. last_only: logits of the last
+        position only, (batch, 1, vocab), which is all a generation step needs."""
         h, rope, mask = self.hidden_states(input_ids, attention_mask, position_ids, cache)
+        if last_only:
+            return self.lm_head(h[:, -1:])
         mtp = self.mtp_hidden(h, input_ids, rope, mask) if return_mtp else []
         if labels is None:
             logits = self.lm_head(h)
