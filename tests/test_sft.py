@@ -15,7 +15,6 @@ from k1 import objectives, sft, synth
 from k1.errors import ConfigError, K1Error
 from k1.tokenizer import load, train_default
 from k1.train import TrainConfig, run
-
 from tests.helpers import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
