@@ -59,6 +59,7 @@ class Turn:
     reasoning: str = ""
     answer: str = ""
     tokens: int = 0
+    prompt_tokens: int = 0
     interrupted: bool = False
     finish_reason: str = "length"
     seconds: float = 0.0
@@ -119,7 +120,6 @@ class Chat:
                 break
             dropped += 1
         if room < 1:
-            self.history.pop()  # the message itself does not fit: do not keep it
             raise K1Error(
                 f"message too long: {len(ids)} tokens of prompt leave no room in the {self.context}-token context"
             )
@@ -173,10 +173,12 @@ class Chat:
         if len(text) > MAX_INPUT_CHARS:
             write(f"message longer than {MAX_INPUT_CHARS:,} characters; not sent\n", "info")
             return Turn()
+        before = list(self.history)
         self.history.append({"role": "user", "content": text})
         try:
             ids, budget, dropped = self._fit()
         except K1Error as err:
+            self.history[:] = before  # the message alone does not fit: the conversation stays as it was
             write(f"{err}\n", "info")
             return Turn()
         tok = self.tok
@@ -189,7 +191,7 @@ class Chat:
             stop_token_ids=sorted(stops),
             seed=self.settings.seed,
         )
-        turn = Turn(dropped_turns=dropped)
+        turn = Turn(prompt_tokens=len(ids), dropped_turns=dropped)
         decoder = StreamDecoder(tok, skip_special=True)
         parts = {"think": [], "answer": []}
         kind = "think" if self.think else "answer"
