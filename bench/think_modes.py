@@ -41,13 +41,22 @@ def build_tokenizer(out: Path, problems: list[dict], vocab: int) -> Path:
     text_dir = out / "tok_text"
     text_dir.mkdir(parents=True, exist_ok=True)
     (text_dir / "synth.txt").write_text(
-        "\n".join(f"{r['question']}\n{r['reasoning']}\n{r['answer_text']}" for r in problems), encoding="utf-8"
+        "\n".join(f"{r['question']}\n{r['reasoning']}\n{r['answer_text']}" for r in problems),
+        encoding="utf-8",
     )
     corpus = resources.files("k1") / "assets" / "tokenizer_corpus"
     inputs = [f"ko:{text_dir / 'synth.txt'}", f"ko:{corpus / 'ko.txt'}", f"en:{corpus / 'en.txt'}"]
     config = tokenizer_mod.TokenizerConfig(vocab_size=vocab, weights={"ko": 0.9, "en": 0.1, "code": 0.0})
-    tokenizer_mod.train(inputs, vocab, out / "tokenizer", config=config, threads=1, overwrite=True,
-                        progress=False, log=lambda *_: None)
+    tokenizer_mod.train(
+        inputs,
+        vocab,
+        out / "tokenizer",
+        config=config,
+        threads=1,
+        overwrite=True,
+        progress=False,
+        log=lambda *_: None,
+    )
     return out / "tokenizer"
 
 
@@ -61,13 +70,19 @@ def pretrain_tokens(tok, problems: list[dict], path: Path) -> Path:
     return path
 
 
-def evaluate(model, tok, problems: list[dict], think: bool, max_new: int, batch: int) -> list[thinking.Result]:
+def evaluate(
+    model, tok, problems: list[dict], think: bool, max_new: int, batch: int
+) -> list[thinking.Result]:
     out = []
     for i in range(0, len(problems), batch):
         chunk = problems[i : i + batch]
         prompts = [
-            tok.apply_chat_template([{"role": "user", "content": r["question"]}], add_generation_prompt=True,
-                                    enable_thinking=think, tokenize=True)
+            tok.apply_chat_template(
+                [{"role": "user", "content": r["question"]}],
+                add_generation_prompt=True,
+                enable_thinking=think,
+                tokenize=True,
+            )
             for r in chunk
         ]
         gens = generate(model, prompts, max_new_tokens=max_new, temperature=0.0, stop_token_ids=tok.stop_ids)
@@ -107,21 +122,55 @@ def main() -> None:
     tok = tokenizer_mod.load(tok_dir)
     times["data_and_tokenizer_s"] = time.perf_counter() - t
 
-    common = dict(seq_len=args.seq_len, batch_size=args.batch_size, precision="bf16", peak_tflops=1.0,
-                  threads=args.threads, seed=args.seed, tokenizer=str(tok_dir), mtp_weight=0.0,
-                  eval_batches=4, keep_last=1)
+    common = dict(
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        precision="bf16",
+        peak_tflops=1.0,
+        threads=args.threads,
+        seed=args.seed,
+        tokenizer=str(tok_dir),
+        mtp_weight=0.0,
+        eval_batches=4,
+        keep_last=1,
+    )
     t = time.perf_counter()
     tokens = pretrain_tokens(tok, train_set, out / "pretrain.npy")
-    pre = run(TrainConfig(out_dir=str(out / "pretrain"), model="tiny", model_overrides={"vocab_size": tok.vocab_size},
-                          data=str(tokens), max_steps=args.pretrain_steps, lr=3e-3, warmup_steps=20,
-                          eval_every=args.pretrain_steps, save_every=args.pretrain_steps, **common), progress=False)
+    pre = run(
+        TrainConfig(
+            out_dir=str(out / "pretrain"),
+            model="tiny",
+            model_overrides={"vocab_size": tok.vocab_size},
+            data=str(tokens),
+            max_steps=args.pretrain_steps,
+            lr=3e-3,
+            warmup_steps=20,
+            eval_every=args.pretrain_steps,
+            save_every=args.pretrain_steps,
+            **common,
+        ),
+        progress=False,
+    )
     times["pretrain_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sft = run(TrainConfig(out_dir=str(out / "sft"), model=str(pre.model_dir), data=str(out / "train.jsonl"),
-                          objective="sft", data_format="chat", think_ratio=args.think_ratio, max_steps=args.sft_steps,
-                          lr=1e-3, warmup_steps=20, eval_every=args.sft_steps, save_every=args.sft_steps, **common),
-              progress=False)
+    sft = run(
+        TrainConfig(
+            out_dir=str(out / "sft"),
+            model=str(pre.model_dir),
+            data=str(out / "train.jsonl"),
+            objective="sft",
+            data_format="chat",
+            think_ratio=args.think_ratio,
+            max_steps=args.sft_steps,
+            lr=1e-3,
+            warmup_steps=20,
+            eval_every=args.sft_steps,
+            save_every=args.sft_steps,
+            **common,
+        ),
+        progress=False,
+    )
     times["sft_s"] = time.perf_counter() - t
 
     import k1
@@ -141,24 +190,41 @@ def main() -> None:
     for name in ("think", "non_think"):
         s = summary[name]
         by_level = " / ".join(f"{100 * v:.0f}%" for v in s["accuracy_by_level"].values())
-        lines.append(f"| {name.replace('_', '-')} | {s['n']} | {100 * s['accuracy']:.1f}% | {s['mean_tokens']:.1f} | "
-                     f"{100 * s['adherence']:.1f}% | {by_level} |")
+        lines.append(
+            f"| {name.replace('_', '-')} | {s['n']} | {100 * s['accuracy']:.1f}% | {s['mean_tokens']:.1f} | "
+            f"{100 * s['adherence']:.1f}% | {by_level} |"
+        )
     n_all = sum(s["n"] for s in summary.values())
     adherence = sum(s["adherence"] * s["n"] for s in summary.values()) / n_all
     params = model.config.param_counts()
-    info = (f"tiny preset ({params['total'] / 1e6:.2f}M parameters, {params['active'] / 1e6:.2f}M active), "
-            f"tokenizer {tok.vocab_size} ids; pretrain {args.pretrain_steps} steps (loss {pre.final_loss:.3f}), "
-            f"SFT {args.sft_steps} steps x {args.batch_size} x {args.seq_len} tokens, think_ratio {args.think_ratio} "
-            f"(val loss {sft.val_loss:.3f}); {args.n_train} training problems, {args.n_test} held-out; greedy, "
-            f"{args.threads} thread(s); seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    info = (
+        f"tiny preset ({params['total'] / 1e6:.2f}M parameters, {params['active'] / 1e6:.2f}M active), "
+        f"tokenizer {tok.vocab_size} ids; pretrain {args.pretrain_steps} steps (loss {pre.final_loss:.3f}), "
+        f"SFT {args.sft_steps} steps x {args.batch_size} x {args.seq_len} tokens, think_ratio {args.think_ratio} "
+        f"(val loss {sft.val_loss:.3f}); {args.n_train} training problems, {args.n_test} held-out; greedy, "
+        f"{args.threads} thread(s); seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+    )
     table = "\n".join(lines)
     report = f"{table}\n\nOverall mode adherence: {100 * adherence:.1f}%.\n\n{info}\n"
     print(report)
-    examples = {name: [r.completion for r in results if r.think == flag][:3]
-                for name, flag in (("think", True), ("non_think", False))}
-    (out / "results.json").write_text(json.dumps({"summary": summary, "adherence": adherence, "times": times,
-                                                  "args": vars(args), "examples": examples},
-                                                 ensure_ascii=False, indent=2), encoding="utf-8")
+    examples = {
+        name: [r.completion for r in results if r.think == flag][:3]
+        for name, flag in (("think", True), ("non_think", False))
+    }
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "adherence": adherence,
+                "times": times,
+                "args": vars(args),
+                "examples": examples,
+            },
+            ensure_ascii=False,
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     (out / "report.md").write_text("## Think / Non-Think\n\n" + report, encoding="utf-8")
 
 
