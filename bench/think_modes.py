@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--pretrain-steps", type=int, default=80)
+    ap.add_argument("--pretrain-steps", type=int, default=100)
     ap.add_argument("--sft-steps", type=int, default=150)
     ap.add_argument("--think-ratio", type=float, default=0.5)
     ap.add_argument("--seq-len", type=int, default=512)
@@ -143,7 +143,7 @@ def main() -> None:
             model_overrides={"vocab_size": tok.vocab_size},
             data=str(tokens),
             max_steps=args.pretrain_steps,
-            lr=3e-3,
+            lr=4e-3,
             warmup_steps=20,
             eval_every=args.pretrain_steps,
             save_every=args.pretrain_steps,
@@ -163,8 +163,8 @@ def main() -> None:
             data_format="chat",
             think_ratio=args.think_ratio,
             max_steps=args.sft_steps,
-            lr=1e-3,
-            warmup_steps=20,
+            lr=2e-3,
+            warmup_steps=10,
             eval_every=args.sft_steps,
             save_every=args.sft_steps,
             **common,
