@@ -311,3 +311,42 @@ def test_cli_sft_sets_objective_and_format_and_rejects_unknown_keys(tmp_path, to
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "unknown key 'think_ratoi'" in res.stderr and "did you mean 'think_ratio'" in res.stderr
+
+
+def test_a_briefly_fine_tuned_model_follows_the_requested_mode(tmp_path, tok_dir, tok):
+    """The point of Think-Fusion: one set of weights, and the mode the prompt asks for is the mode
+    the reply takes (a closed think block then an answer; or an answer with no reasoning)."""
+    from k1 import thinking
+    from k1.generate import generate
+
+    data = write_jsonl(tmp_path / "d.jsonl", synth.arithmetic(400, seed=0, levels=1))
+    cfg = cfg_for(
+        data,
+        tok_dir,
+        tmp_path / "o",
+        max_steps=160,
+        warmup_steps=3,
+        lr=5e-3,
+        eval_every=160,
+        save_every=160,
+        mtp_weight=0.0,
+    )
+    model = k1.load(run(cfg, progress=False).model_dir).eval()
+    test = synth.arithmetic(8, seed=0, levels=1, split="test")
+    adherent = {}
+    for think in (True, False):
+        prompts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": r["question"]}],
+                add_generation_prompt=True,
+                enable_thinking=think,
+                tokenize=True,
+            )
+            for r in test
+        ]
+        gens = generate(model, prompts, max_new_tokens=60, temperature=0.0, stop_token_ids=tok.stop_ids)
+        replies = [tok.decode(g.tokens) for g in gens]
+        adherent[think] = sum(thinking.adheres(r, think) for r in replies)
+        closed = sum("</think>" in r for r in replies)
+        assert closed >= 5 if think else closed == 0
+    assert adherent[True] >= 5 and adherent[False] >= 7, adherent
