@@ -182,6 +182,13 @@ def main() -> None:
         results += evaluate(model, tok, test_set, False, args.max_new_tokens, 50)
     times["eval_s"] = time.perf_counter() - t
     summary = thinking.mode_summary(results)
+    # The scorer on the reference replies themselves: anything below 100% is a bug in the measuring.
+    reference = [
+        thinking.Result(True, f"{r['reasoning']}\n</think>\n\n{r['answer_text']}", 0, r["answer"])
+        for r in test_set
+    ] + [thinking.Result(False, r["answer_text"], 0, r["answer"]) for r in test_set]
+    ref = thinking.mode_summary(reference)
+    assert all(ref[m]["accuracy"] == 1.0 and ref[m]["adherence"] == 1.0 for m in ref), ref
 
     lines = [
         "| mode | problems | accuracy | mean generated tokens | mode adherence | accuracy by level (1/2/3/4) |",
