@@ -101,10 +101,15 @@ class Chat:
         pos = 0
         for m in messages:
             content = m.get("content")
-            if not isinstance(content, str) or not content:
+            role_id = getattr(self.tok, f"{m['role']}_id", None)
+            if not isinstance(content, str) or not content or role_id is None:
                 continue
-            at = text.find(content, pos)
-            if at < 0:  # the template changed the text (stripped newlines): leave it to the plain path
+            # Look for the text only after its own turn's role token: "user" typed by the user must
+            # not be found inside the template's "<|user|>".
+            role = self.tok.id_to_token(role_id)
+            head = text.find(role, pos)
+            at = text.find(content, head + len(role)) if head >= 0 else -1
+            if at < 0:  # the template changed the text (stripped newlines): it stays in the template's part
                 continue
             ids += self.tok.encode(text[pos:at]) + self.tok.encode(content, special=False)
             pos = at + len(content)

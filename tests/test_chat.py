@@ -117,6 +117,10 @@ def test_typed_control_tokens_stay_text(model, tok):
     assert ids.count(tok.end_of_turn_id) == 2  # the system turn's and the user turn's, none typed
     assert ids.count(tok.system_id) == 1
     assert tok.decode(ids) == tok.apply_chat_template(chat._messages(), add_generation_prompt=True)
+    for typed in ("user", "|>", "system", "end"):  # text that also occurs inside the template's markup
+        chat.history[:] = [{"role": "user", "content": typed}]
+        ids = chat.prompt_ids()
+        assert ids == tok.apply_chat_template(chat._messages(), add_generation_prompt=True, tokenize=True)
 
 
 def _expected(tok, tokens, think):
