@@ -467,7 +467,8 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
-                return_mtp: bool = False, labels: torch.Tensor | None = None, last_only: bool = False):
+                return_mtp: bool = False, labels: torch.Tensor | None = None, last_only: bool = False,
+                mtp_labels: list[torch.Tensor] | None = None):
         """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
         token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
 
@@ -476,7 +477,8 @@ class Transformer(nn.Module):
         {"loss": mean cross-entropy, "mtp_losses": [per depth, when return_mtp]} computed without
         materializing the logits (kernels.linear_cross_entropy). Everything stays inside this one
         call so that wrappers such as FSDP see a single forward. last_only: logits of the last
-        position only, (batch, 1, vocab), which is all a generation step needs."""
+        position only, (batch, 1, vocab), which is all a generation step needs. mtp_labels: the
+        targets of each MTP depth, when they are not simply labels[:, k:] (packed documents)."""
         h, rope, mask = self.hidden_states(input_ids, attention_mask, position_ids, cache)
         if last_only:
             return self.lm_head(h[:, -1:])
@@ -486,8 +488,9 @@ class Transformer(nn.Module):
             return (logits, [self.lm_head(m) for m in mtp]) if return_mtp else logits
         w = self.lm_head.weight
         loss = kernels.linear_cross_entropy(h.flatten(0, 1), w, labels.flatten())
-        mtp_losses = [kernels.linear_cross_entropy(m.flatten(0, 1), w, labels[:, k:].flatten())
-                      for k, m in enumerate(mtp, start=1)]
+        mtp_losses = [kernels.linear_cross_entropy(
+            m.flatten(0, 1), w, (mtp_labels[k - 1] if mtp_labels else labels[:, k:]).flatten())
+            for k, m in enumerate(mtp, start=1)]
         return {"loss": loss, "mtp_losses": mtp_losses}
 
     def mtp_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor, rope, mask) -> list[torch.Tensor]:
