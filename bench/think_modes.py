@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from k1 import synth, thinking  # noqa: E402
 from k1 import tokenizer as tokenizer_mod  # noqa: E402
-from k1.generate import generate  # noqa: E402
 from k1.train import TrainConfig, run  # noqa: E402
 
 
@@ -68,27 +67,6 @@ def pretrain_tokens(tok, problems: list[dict], path: Path) -> Path:
         ids.extend([tok.bos_id, *piece, tok.eos_id])
     np.save(path, np.asarray(ids, dtype=np.uint16))
     return path
-
-
-def evaluate(
-    model, tok, problems: list[dict], think: bool, max_new: int, batch: int
-) -> list[thinking.Result]:
-    out = []
-    for i in range(0, len(problems), batch):
-        chunk = problems[i : i + batch]
-        prompts = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": r["question"]}],
-                add_generation_prompt=True,
-                enable_thinking=think,
-                tokenize=True,
-            )
-            for r in chunk
-        ]
-        gens = generate(model, prompts, max_new_tokens=max_new, temperature=0.0, stop_token_ids=tok.stop_ids)
-        for r, g in zip(chunk, gens, strict=True):
-            out.append(thinking.Result(think, tok.decode(g.tokens), len(g.tokens), r["answer"], r["level"]))
-    return out
 
 
 def main() -> None:
@@ -178,8 +156,7 @@ def main() -> None:
     model = k1.load(sft.model_dir).eval()
     t = time.perf_counter()
     with torch.inference_mode():
-        results = evaluate(model, tok, test_set, True, args.max_new_tokens, 50)
-        results += evaluate(model, tok, test_set, False, args.max_new_tokens, 50)
+        results = thinking.evaluate_modes(model, tok, test_set, max_new_tokens=args.max_new_tokens, batch=50)
     times["eval_s"] = time.perf_counter() - t
     summary = thinking.mode_summary(results)
     # The scorer on the reference replies themselves: anything below 100% is a bug in the measuring.

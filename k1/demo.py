@@ -160,13 +160,24 @@ def stage_curate(demo: Demo) -> dict:
     """A generated messy corpus (Korean, English, code; duplicates, junk, planted PII and canaries)
     through the data pipeline; the cleaned text is kept for the tokenizer."""
     from k1 import data as k1data
+    from k1 import synth
 
     s = demo.settings
     out = demo.dir("curate") / "clean"
     shutil.rmtree(out, ignore_errors=True)
+    # Worked arithmetic (question, steps, answer) joins the web-like text, as math data joins a real
+    # pretraining mix; the held-out test split never appears anywhere in training.
+    raw = demo.dir("curate") / "arithmetic.jsonl"
+    problems = synth.arithmetic(s.problems, seed=s.seed, split="train")
+    per_doc = 4
+    with open(raw, "w", encoding="utf-8") as f:
+        for i in range(0, len(problems), per_doc):
+            text = "\n\n".join(f"{r['question']}\n{r['reasoning']}\n{r['answer_text']}" for r in problems[i : i + per_doc])
+            f.write(json.dumps({"id": f"arith-{i}", "text": text}, ensure_ascii=False) + "\n")
     summary = k1data.prepare({
         "out": str(out), "seed": s.seed, "tasks": 2, "workers": 2, "write_text": True, "progress": False,
         "synthetic": {"docs": s.corpus_docs, "seed": s.seed},
+        "inputs": [{"path": str(raw), "format": "jsonl", "source": "arithmetic"}],
         "tokenize": {"tokenizer": "byte"},
     })
     leaked = summary.get("canaries", {}).get("leaked", 0)
@@ -191,7 +202,22 @@ def stage_tokenizer(demo: Demo) -> dict:
     texts = demo.result("curate")["texts"]
     k1tok.train(texts, s.vocab_size, out, overwrite=True, progress=False, log=lambda *a, **k: None)
     tok = k1tok.load(out)
-    return {"headline": f"vocabulary {tok.vocab_size}", "dir": str(out), "vocab_size": tok.vocab_size}
+    # Fertility on text this tokenizer never saw: the corpus k1 ships for tokenizer tests.
+    from importlib import resources
+
+    corpus = resources.files("k1") / "assets" / "tokenizer_corpus"
+    held_out = [f"{lang}:{corpus / (lang + '.txt')}" for lang in ("ko", "en", "code")]
+    rep = k1tok.report(tok, held_out, out_dir=demo.dir("tokenizer") / "fertility", max_chars=200_000,
+                       log=lambda *a, **k: None)
+    fewer = {ref: {lang: v for lang, v in langs.items() if v is not None}
+             for ref, langs in rep.to_dict().get("fewer_than", {}).items()}
+    ko = {ref: v.get("ko") for ref, v in fewer.items() if v.get("ko") is not None}
+    best = ", ".join(f"{v:+.0f}% vs {ref}" for ref, v in ko.items())
+    best = f"Korean tokens fewer than: {best}" if best else "no reference tokenizer available offline"
+    return {"headline": f"vocabulary {tok.vocab_size}; {best}", "dir": str(out), "vocab_size": tok.vocab_size,
+            "fewer": fewer, "section": rep.to_markdown(),
+            "images": [str((demo.dir("tokenizer") / "fertility").relative_to(demo.out) / p.name)
+                       for p in sorted((demo.dir("tokenizer") / "fertility").glob("*.png"))]}
 
 
 def stage_tokenize(demo: Demo) -> dict:
@@ -232,6 +258,83 @@ def stage_pretrain(demo: Demo) -> dict:
             "report": str(Path(cfg.out_dir) / "report.md"), "tokens_per_s": res.history[-1]["tokens_per_s"]}
 
 
+def stage_sft(demo: Demo) -> dict:
+    """Think / Non-Think SFT of the pretrained teacher on generated Korean arithmetic."""
+    from k1 import synth
+    from k1.train import TrainConfig
+    from k1.train import run as train
+
+    s = demo.settings
+    out = demo.dir("sft")
+    data = out / "train.jsonl"
+    synth.write_jsonl(synth.arithmetic(s.problems, seed=s.seed, split="train"), data)
+    cfg = TrainConfig(
+        out_dir=str(out / "run"), objective="sft", data_format="chat", data=str(data),
+        model=demo.result("pretrain")["model_dir"], think_ratio=0.5, seq_len=2 * s.seq_len,
+        batch_size=s.batch_size // 2 or 1, max_steps=s.sft_steps, warmup_steps=max(1, s.sft_steps // 10),
+        lr=2e-3, mtp_weight=0.1, eval_every=max(1, s.sft_steps // 3), save_every=s.sft_steps, eval_batches=4,
+        seed=s.seed, log_every=max(1, s.sft_steps // 10),
+    )
+    res = train(cfg, progress=True)
+    return {"headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "report": str(Path(cfg.out_dir) / "report.md")}
+
+
+def _mode_eval(demo: Demo, model_dir: str) -> dict:
+    import k1
+    from k1 import synth, thinking
+    from k1 import tokenizer as k1tok
+
+    s = demo.settings
+    model = k1.load(model_dir).eval()
+    tok = k1tok.load(model_dir)
+    test = synth.arithmetic(s.eval_problems, seed=s.seed, split="test")
+    results = thinking.evaluate_modes(model, tok, test, max_new_tokens=160 if not s.fast else 64)
+    return thinking.mode_summary(results)
+
+
+def stage_evaluate(demo: Demo) -> dict:
+    """Teacher (and student, when there is one) on held-out arithmetic in each mode, plus the
+    validation losses and tokenizer fertility measured by earlier stages."""
+    models = {"teacher": demo.result("sft")["model_dir"]}
+    if "distill" in demo.results:
+        models["student"] = demo.result("distill")["model_dir"]
+    scores = {name: _mode_eval(demo, path) for name, path in models.items()}
+    rows = ["| model | mode | accuracy | mean tokens per answer | mode adherence |", "|---|---|---|---|---|"]
+    for name, modes in scores.items():
+        for mode, m in modes.items():
+            rows.append(f"| {name} | {mode.replace('_', '-')} | {100 * m['accuracy']:.1f}% | "
+                        f"{m['mean_tokens']:.1f} | {100 * m['adherence']:.1f}% |")
+    chart = demo.dir("evaluate") / "modes.png"
+    _modes_chart(scores, chart)
+    t = scores["teacher"]
+    headline = (f"teacher: think {100 * t['think']['accuracy']:.0f}% in {t['think']['mean_tokens']:.0f} tokens, "
+                f"non-think {100 * t['non_think']['accuracy']:.0f}% in {t['non_think']['mean_tokens']:.0f} tokens, "
+                f"adherence {100 * (t['think']['adherence'] + t['non_think']['adherence']) / 2:.0f}%")
+    return {"headline": headline, "scores": scores, "section": "\n".join(rows),
+            "images": [str(chart.relative_to(demo.out))]}
+
+
+def _modes_chart(scores: dict, path: Path) -> None:
+    from k1.report import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    labels, acc, tokens = [], [], []
+    for name, modes in scores.items():
+        for mode, m in modes.items():
+            labels.append(f"{name}\n{mode.replace('_', '-')}")
+            acc.append(100 * m["accuracy"])
+            tokens.append(m["mean_tokens"])
+    axes[0].bar(labels, acc, color="#4c72b0")
+    axes[0].set_title("accuracy on held-out arithmetic (%)")
+    axes[1].bar(labels, tokens, color="#dd8452")
+    axes[1].set_title("generated tokens per answer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def stage_report(demo: Demo) -> dict:
     """Stitch every stage's section into report.md and report.html."""
     from k1 import report as rep
@@ -251,6 +354,8 @@ STAGES: list[Stage] = [
     Stage("tokenizer", "train a Korean tokenizer", stage_tokenizer),
     Stage("tokenize", "tokenize the curated corpus into shards", stage_tokenize),
     Stage("pretrain", "pretrain a small MoE teacher", stage_pretrain),
+    Stage("sft", "Think / Non-Think SFT on generated Korean arithmetic", stage_sft),
+    Stage("evaluate", "evaluate on held-out problems in each mode", stage_evaluate),
     Stage("report", "write the report", stage_report),
 ]
 

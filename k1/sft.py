@@ -513,7 +513,4 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise K1Error(f"{path}: invalid TOML ({err})") from None
     raw.setdefault("objective", "sft")
     raw.setdefault("data_format", "chat")
-    cfg = TrainConfig.from_dict(raw, source=str(path), overrides=overrides)
-    if not cfg.tokenizer and (Path(cfg.model) / "tokenizer.json").is_file():
-        cfg.tokenizer = cfg.model
-    return cfg
+    return TrainConfig.from_dict(raw, source=str(path), overrides=overrides)

@@ -496,6 +496,9 @@ def _tokenizer_info(path: str) -> tuple[int, dict[str, int | None]]:
 
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train as `cfg` says; with `resume`, continue from the latest checkpoint in cfg.out_dir."""
+    if not cfg.tokenizer and (Path(cfg.model) / "tokenizer.json").is_file():
+        # Continuing from a model directory: its own tokenizer travels on with every checkpoint.
+        cfg = dataclasses.replace(cfg, tokenizer=cfg.model)
     d = parallel.init()
     try:
         return _run(cfg, d, resume, progress)
