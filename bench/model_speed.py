@@ -192,7 +192,11 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default). On a shared, busy machine 1 gives stable figures.")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -41,11 +41,26 @@ def moe_experts_reference(x, idx, weights, gate_up, down):
     return out
 
 
+def moe_experts_gathered(x, idx, weights, gate_up, down):
+    """Few tokens (a decode step): copy out just the chosen experts' weights and run two batched
+    matmuls, rather than visiting every expert group. Same contract as `moe_experts_reference`."""
+    n, k = idx.shape
+    flat = idx.reshape(-1)
+    dtype = _compute_dtype(x, gate_up)
+    xs = x.to(dtype).repeat_interleave(k, dim=0).unsqueeze(-1)  # (tokens * k, hidden, 1)
+    h = torch.bmm(gate_up.index_select(0, flat).to(dtype), xs).squeeze(-1)  # (tokens * k, 2 * inner)
+    gate, up = h.chunk(2, dim=-1)
+    y = torch.bmm(down.index_select(0, flat).to(dtype), (F.silu(gate) * up).unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(weights.to(dtype).unsqueeze(1), y.view(n, k, -1)).squeeze(1).to(x.dtype)
+
+
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
+    n, k = idx.shape
+    if not torch.is_grad_enabled() and 2 * n * k <= gate_up.shape[0]:
+        return moe_experts_gathered(x, idx, weights, gate_up, down)  # most experts idle: skip them
     if not _HAS_GROUPED_MM or x.device.type not in ("cpu", "cuda"):
         return moe_experts_reference(x, idx, weights, gate_up, down)
-    n, k = idx.shape
     num_experts = gate_up.shape[0]
     flat = idx.reshape(-1)
     order = flat.argsort(stable=True)  # token-slots grouped by expert
