@@ -1,0 +1,64 @@
+"""`k1 serve MODEL_DIR`: the OpenAI-compatible, access-controlled server (see docs/serve.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def command(
+    model: str = typer.Argument("", help="Model directory (A.X K1 layout with tokenizer files)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="A TOML serve config (see recipes/serve.toml)."
+    ),
+    host: str | None = typer.Option(None, help="Interface to bind [127.0.0.1: this machine only]."),
+    port: int | None = typer.Option(None, help="Port [8000]."),
+    keys: str | None = typer.Option(None, help="API key store [$K1_KEYS or ~/.k1/keys.sqlite]."),
+    audit: str | None = typer.Option(None, help="Audit log file [audit.jsonl]."),
+    audit_text: bool | None = typer.Option(
+        None, "--audit-text/--no-audit-text", help="Also log prompts and outputs, PII-scrubbed [off]."
+    ),
+    model_name: str | None = typer.Option(None, help="Name clients use in `model` [the directory's name]."),
+    max_seqs: int | None = typer.Option(None, help="Sequences decoded at once [8]."),
+    max_context: int | None = typer.Option(None, help="Tokens per sequence [the model's context]."),
+    max_queue: int | None = typer.Option(None, help="Requests that may wait; more get 503 [64]."),
+    max_tokens: int | None = typer.Option(None, help="Largest max_tokens a request may ask for [4096]."),
+    max_thinking_tokens: int | None = typer.Option(None, help="Default reasoning cap [2048]."),
+    speculative: str | None = typer.Option(None, help="MTP speculative decoding: auto, off, mtp [auto]."),
+    dtype: str | None = typer.Option(None, help="Weights dtype: float32, bfloat16 [as stored]."),
+    device: str | None = typer.Option(None, help="cpu or cuda [cpu]."),
+    threads: int | None = typer.Option(None, help="torch CPU threads [torch's default]."),
+):
+    """Serve a model on this machine: /v1/chat/completions, /v1/completions, /v1/models, /metrics, /health."""
+    import logging
+
+    from k1.serve.config import ServeConfig
+
+    cfg = ServeConfig.from_toml(config) if config else ServeConfig()
+    given = dict(
+        model=model or None,
+        host=host,
+        port=port,
+        keys=keys,
+        audit=audit,
+        audit_text=audit_text,
+        model_name=model_name,
+        max_seqs=max_seqs,
+        max_context=max_context,
+        max_queue=max_queue,
+        max_tokens=max_tokens,
+        max_thinking_tokens=max_thinking_tokens,
+        speculative=speculative,
+        dtype=dtype,
+        device=device,
+        threads=threads,
+    )
+    for name, value in given.items():
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.validate()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from k1.serve.app import run
+
+    run(cfg)
