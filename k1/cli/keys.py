@@ -38,23 +38,24 @@ def create(
 @app.command("list")
 def list_(store: str | None = typer.Option(None, help=STORE_HELP)):
     """Keys with their scopes, limits and today's usage (never the keys themselves)."""
-    from rich.console import Console
-    from rich.table import Table
-
     ks = _store(store, create=False)
-    table = Table("id", "name", "scopes", "rate/min", "quota/day", "used today", "created", "revoked")
+    rows = [("id", "name", "scopes", "rate/min", "quota/day", "used today", "created", "revoked")]
     for r in ks.list():
-        table.add_row(
-            r.id,
-            r.name,
-            ",".join(r.scopes),
-            f"{r.rate:g}" if r.rate else "-",
-            str(r.quota) if r.quota else "-",
-            str(ks.used_today(r.id)),
-            r.created,
-            r.revoked or "",
+        rows.append(
+            (
+                r.id,
+                r.name,
+                ",".join(r.scopes),
+                f"{r.rate:g}" if r.rate else "-",
+                str(r.quota) if r.quota else "-",
+                str(ks.used_today(r.id)),
+                r.created,
+                r.revoked or "-",
+            )
         )
-    Console().print(table)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @app.command()

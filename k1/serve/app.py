@@ -819,6 +819,7 @@ class Runner:
         chat = self.job.kind == "chat"
         offsets = [0] * len(self.choices)
         calls = [0] * len(self.choices)
+        completed = False
         try:
             if chat:
                 yield self._chunk(
@@ -872,7 +873,10 @@ class Runner:
             if self.job.include_usage:
                 yield self._chunk([], self.usage())
             yield "data: [DONE]\n\n"
+            completed = True
         finally:
+            if not completed:  # cancelled by Starlette when the client disconnected, or it left
+                self.ctx.outcome = "client_disconnected"
             for r in self.ctx.engine_requests:
                 r.cancel()
 
@@ -950,6 +954,17 @@ def create_app(srv: Server) -> FastAPI:
         job = await anyio.to_thread.run_sync(prepare_completion, srv, body)
         return await _run(srv, request, job)
 
+    base_openapi = app.openapi
+
+    def openapi():
+        # The schema names the one model served, so clients (and schemathesis) see the valid value.
+        schema = base_openapi()
+        for name in ("ChatCompletionRequest", "CompletionRequest"):
+            model = schema["components"]["schemas"][name]["properties"]["model"]
+            model["enum"] = [srv.model_name]
+        return schema
+
+    app.openapi = openapi
     app.add_middleware(Gate, server=srv)
     return app
 
