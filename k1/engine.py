@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import logging
 import queue
 import secrets
 import threading
@@ -37,6 +38,8 @@ import torch
 
 from k1.generate import SamplingParams
 from k1.tokenizer import StreamDecoder
+
+log = logging.getLogger("k1.engine")
 
 # Tokens prefilled in one scheduler iteration (summed over the admitted prompts, padding
 # included): bounds how long running streams stall while a new prompt is read in.
@@ -411,11 +414,11 @@ class Engine:
                         break
                 try:
                     self._iteration()
-                except Exception as err:  # a bug or out of memory: fail what runs, keep serving
+                except Exception:  # a bug or out of memory: fail what runs, keep serving
+                    log.exception("engine step failed; ending the running requests")
                     self.counters["errors"] += 1
                     for req in list(self.running):
                         self._finish(req, "error")
-                    self._error = err
             for req in list(self.running):
                 self._finish(req, "cancelled")
             with self._lock:
@@ -532,28 +535,37 @@ class Engine:
         starts = torch.tensor([self.lengths[r.slot] for r in reqs], device=self.device)
         h, mask = self._forward(ids, 0, starts)
         logits = self.model.lm_head(h)  # (batch, 2, vocab)
+        greedy = logits.argmax(-1).tolist()  # one op for all greedy rows instead of two per row
         kept: list[list[int]] = []
         for i, r in enumerate(reqs):
-            tok, accepted = self._choose(r, logits[i, 0], r.draft, r.draft_probs)
+            plain = r.params.temperature == 0 and not r.forced
+            tok, accepted = (
+                (greedy[i][0], greedy[i][0] == r.draft)
+                if plain
+                else self._choose(r, logits[i, 0], r.draft, r.draft_probs)
+            )
             self.counters["draft_tokens"] += 1
             toks = [tok]
+            self._accept_tokens(r, [tok], logits[i, :1])
             if accepted:
                 self.counters["accepted_tokens"] += 1
-                self._accept_tokens(r, [tok], logits[i, :1])
                 if r.finish_reason is None:
-                    bonus, _ = self._choose(r, logits[i, 1])
+                    bonus = greedy[i][1] if plain and not r.forced else self._choose(r, logits[i, 1])[0]
                     toks.append(bonus)
                     self._accept_tokens(r, [bonus], logits[i, 1:2])
-            else:
-                self._accept_tokens(r, [tok], logits[i, :1])
             self.lengths[r.slot] += len(toks)
             kept.append(toks)
         # Draft the next token from the MTP head at each sequence's newest fed position.
         nxt = torch.tensor([t + [0] * (2 - len(t)) for t in kept], device=self.device)
         self.cache.bind(0, starts, 2)
-        draft_logits = self._mtp_logits(h, nxt, mask)
+        draft_logits = self._mtp_logits(h, nxt, mask)  # (batch, 2, vocab)
+        draft_greedy = draft_logits.argmax(-1).tolist()
         for i, r in enumerate(reqs):
-            if r.finish_reason is None:
+            if r.finish_reason is not None:
+                continue
+            if r.params.temperature == 0:
+                r.draft, r.draft_probs = draft_greedy[i][len(kept[i]) - 1], None
+            else:
                 self._set_draft(r, draft_logits[i, len(kept[i]) - 1])
         self._reap()
 

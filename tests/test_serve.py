@@ -333,6 +333,15 @@ def test_deny_by_default_scopes_and_health(env):
     assert httpx.get(url + "/v1/anything", headers=env.headers("all")).status_code == 404
     assert httpx.post(url + "/v1/chat/completions", json=body, headers=env.headers("chat")).status_code == 200
 
+    # guessing keys: after 20 failures a minute an address gets 429 before any hashing; keys the
+    # server already verified still work (on the fuzz server, so other tests' first uses are unaffected)
+    fuzz = env.url("fuzz")
+    assert httpx.get(fuzz + "/v1/models", headers=env.headers("all")).status_code == 200
+    wrong = {"Authorization": "Bearer " + env.keys["all"][:-4] + "0000"}
+    codes = [httpx.get(fuzz + "/v1/models", headers=wrong).status_code for _ in range(21)]
+    assert codes[:20] == [401] * 20 and codes[20] == 429
+    assert httpx.get(fuzz + "/v1/models", headers=env.headers("all")).status_code == 200
+
 
 def test_rate_limit_and_quota(env):
     url = env.url("random")

@@ -16,9 +16,11 @@ protected without doing anything. The gate also writes the request's audit line 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,6 +295,22 @@ class Gate:
 
     def __init__(self, app, server: Server):
         self.app, self.server = app, server
+        # client address -> times of its recent failed key checks (bounded in both directions)
+        self.failures: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+
+    def _throttled(self, client: str) -> bool:
+        times = self.failures.get(client)
+        now = time.monotonic()
+        while times and now - times[0] > 60:
+            times.popleft()
+        return bool(times) and len(times) >= limits.AUTH_FAILURES_PER_MINUTE
+
+    def _failed(self, client: str) -> None:
+        times = self.failures.setdefault(client, collections.deque(maxlen=limits.AUTH_FAILURES_PER_MINUTE))
+        times.append(time.monotonic())
+        self.failures.move_to_end(client)
+        while len(self.failures) > limits.AUTH_FAILURE_CLIENTS:
+            self.failures.popitem(last=False)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -353,8 +371,17 @@ class Gate:
             return ApiError(
                 401, "Malformed Authorization header; use 'Bearer <key>'", "invalid_api_key"
             ), receive
+        client = (scope.get("client") or ("?", 0))[0]
+        if self._throttled(client) and not srv.keys.is_cached(key.strip()):
+            return ApiError(
+                429,
+                "Too many failed key checks from this address; wait a minute",
+                "auth_throttled",
+                headers={"Retry-After": "60"},
+            ), receive
         record = await anyio.to_thread.run_sync(srv.keys.verify, key.strip())
         if record is None:
+            self._failed(client)
             return ApiError(401, "Invalid or revoked API key", "invalid_api_key"), receive
         ctx.key = record
         need = ROUTE_SCOPES.get(path)
@@ -618,6 +645,37 @@ def _stops(stop) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------ responses
 
 
+class Inbox:
+    """Engine events for one request, handed from the engine thread to the event loop. The loop is
+    woken once per batch of events (not once per token), so a busy engine costs few wakeups."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: list = []
+        self.lock = threading.Lock()
+        self.ready = asyncio.Event()
+
+    def put(self, item) -> None:  # engine thread
+        with self.lock:
+            self.items.append(item)
+            first = len(self.items) == 1
+        if first:
+            self.loop.call_soon_threadsafe(self.ready.set)
+
+    async def take(self, timeout: float) -> list | None:
+        """Everything waiting ([] after a spurious wakeup), or None after `timeout` seconds of nothing."""
+        if not self.items:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.ready.wait()
+            except TimeoutError:
+                return None
+        with self.lock:
+            items, self.items = self.items, []
+            self.ready.clear()
+        return items
+
+
 class Runner:
     """Submits a job's sequences to the engine and turns their events into OpenAI responses."""
 
@@ -628,9 +686,10 @@ class Runner:
         self.id = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.choices = [Choice(i, parser) for i, (_, _, parser) in enumerate(job.choices)]
-        self.queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
+        self.inbox = Inbox(asyncio.get_running_loop())
         self.started = time.perf_counter()
         self.first_token: float | None = None
+        self.submitted = False
 
     def start(self) -> None:
         srv, job, ctx = self.srv, self.job, self.ctx
@@ -644,15 +703,15 @@ class Runner:
         ctx.fields.update(
             model=self.model, n=len(job.choices), stream=job.stream, prompt_tokens=job.prompt_tokens
         )
-        loop = asyncio.get_running_loop()
         try:
             for i, (p, params, _) in enumerate(job.choices):
                 params.max_new_tokens = allowed
 
                 def deliver(out: Output, i=i) -> None:
-                    loop.call_soon_threadsafe(self.queue.put_nowait, (i, out))
+                    self.inbox.put((i, out))
 
                 ctx.engine_requests.append(srv.engine.submit(job.prompts[p], params, on_output=deliver))
+            self.submitted = True
         except QueueFull:
             raise ApiError(
                 503,
@@ -664,8 +723,8 @@ class Runner:
             raise ApiError(400, str(err), "invalid_request") from None
 
     def _settle(self, key: KeyRecord, reserved: int) -> None:
-        used = self.job.prompt_tokens + sum(c.completion_tokens for c in self.choices)
         completion = sum(c.completion_tokens for c in self.choices)
+        used = self.job.prompt_tokens + completion if self.submitted else 0  # a 503 costs nothing
         reasoning = sum(c.reasoning_tokens for c in self.choices)
         self.srv.limiter.settle(key, reserved, used)
         m = self.srv.metrics
@@ -682,26 +741,30 @@ class Runner:
         if self.srv.audit is not None and self.srv.audit.text:
             self.ctx.fields["_texts"] = (self.job.prompt_text, ["".join(c.raw) for c in self.choices])
 
-    async def events(self):
-        """(choice, pieces, event) as they come; stops early when the client has gone."""
+    async def batches(self):
+        """Lists of (choice, pieces, event), all that arrived since the last one; stops early when
+        the client has gone."""
         done = 0
         while done < len(self.choices):
-            try:
-                i, out = await asyncio.wait_for(self.queue.get(), limits.DISCONNECT_POLL_S)
-            except TimeoutError:
+            items = await self.inbox.take(limits.DISCONNECT_POLL_S)
+            if items is None:
                 if await self.request.is_disconnected():
                     self.ctx.outcome = "client_disconnected"
                     return
                 continue
-            if self.first_token is None and out.token_ids:
-                self.first_token = time.perf_counter()
-                self.srv.metrics.ttft.observe(self.first_token - self.started)
-            pieces = self.choices[i].absorb(out)
-            if out.finished:
-                done += 1
-                if out.finish_reason == "error":
-                    self.ctx.outcome = "error"
-            yield self.choices[i], pieces, out
+            batch = []
+            for i, out in items:
+                if self.first_token is None and out.token_ids:
+                    self.first_token = time.perf_counter()
+                    self.srv.metrics.ttft.observe(self.first_token - self.started)
+                pieces = self.choices[i].absorb(out)
+                if out.finished:
+                    done += 1
+                    if out.finish_reason == "error":
+                        self.ctx.outcome = "error"
+                batch.append((self.choices[i], pieces, out))
+            if batch:
+                yield batch
 
     def usage(self) -> dict:
         completion = sum(c.completion_tokens for c in self.choices)
@@ -747,7 +810,7 @@ class Runner:
     # -- whole answers
 
     async def complete(self) -> Response:
-        async for _ in self.events():
+        async for _ in self.batches():
             pass
         if self.ctx.outcome == "client_disconnected":
             return Response(status_code=499)
@@ -815,6 +878,48 @@ class Runner:
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+    def _event_chunks(
+        self, c: Choice, pieces, out: Output, offsets: list[int], calls: list[int]
+    ) -> list[str]:
+        """The SSE events for one engine event of choice c."""
+        chat = self.job.kind == "chat"
+        deltas = []
+        for kind, value in pieces:
+            if not chat:
+                deltas.append({"text": value})
+            elif kind == "tool_call":
+                deltas.append({"tool_calls": [{"index": calls[c.index], **value}]})
+                calls[c.index] += 1
+            else:
+                deltas.append({"reasoning_content" if kind == "reasoning" else "content": value})
+        lp = None
+        if out.logprobs and chat and self.job.chat_logprobs:
+            lp = self.chat_logprobs(out.logprobs)
+        elif out.logprobs and not chat and self.job.text_logprobs is not None:
+            lp = self.text_logprobs(out.logprobs, offsets[c.index])
+            offsets[c.index] += len(out.text)
+        if lp is not None and not deltas:
+            deltas.append({} if chat else {"text": ""})
+        chunks = []
+        for j, delta in enumerate(deltas):
+            entry = {"index": c.index, "logprobs": lp if j == 0 else None, "finish_reason": None}
+            entry.update({"delta": delta} if chat else delta)
+            chunks.append(self._chunk([entry]))
+        if out.finished:
+            if out.finish_reason == "error":
+                err = {
+                    "message": "The engine failed while generating",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "engine_error",
+                }
+                chunks.append(f"data: {json.dumps({'error': err})}\n\n")
+            else:
+                entry = {"index": c.index, "logprobs": None, "finish_reason": c.finish_reason}
+                entry.update({"delta": {}} if chat else {"text": ""})
+                chunks.append(self._chunk([entry]))
+        return chunks
+
     async def _sse(self):
         chat = self.job.kind == "chat"
         offsets = [0] * len(self.choices)
@@ -833,41 +938,11 @@ class Runner:
                         for c in self.choices
                     ]
                 )
-            async for c, pieces, out in self.events():
-                deltas = []
-                for kind, value in pieces:
-                    if not chat:
-                        deltas.append({"text": value})
-                    elif kind == "tool_call":
-                        deltas.append({"tool_calls": [{"index": calls[c.index], **value}]})
-                        calls[c.index] += 1
-                    else:
-                        deltas.append({"reasoning_content" if kind == "reasoning" else "content": value})
-                lp = None
-                if out.logprobs and chat and self.job.chat_logprobs:
-                    lp = self.chat_logprobs(out.logprobs)
-                elif out.logprobs and not chat and self.job.text_logprobs is not None:
-                    lp = self.text_logprobs(out.logprobs, offsets[c.index])
-                    offsets[c.index] += len(out.text)
-                if lp is not None and not deltas:
-                    deltas.append({} if chat else {"text": ""})
-                for j, delta in enumerate(deltas):
-                    entry = {"index": c.index, "logprobs": lp if j == 0 else None, "finish_reason": None}
-                    entry.update({"delta": delta} if chat else delta)
-                    yield self._chunk([entry])
-                if out.finished:
-                    if out.finish_reason == "error":
-                        err = {
-                            "message": "The engine failed while generating",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "engine_error",
-                        }
-                        yield f"data: {json.dumps({'error': err})}\n\n"
-                        continue
-                    entry = {"index": c.index, "logprobs": None, "finish_reason": c.finish_reason}
-                    entry.update({"delta": {}} if chat else {"text": ""})
-                    yield self._chunk([entry])
+            async for batch in self.batches():
+                out_text = []  # all events that arrived together go out in one write
+                for c, pieces, out in batch:
+                    out_text.extend(self._event_chunks(c, pieces, out, offsets, calls))
+                yield "".join(out_text)
             if self.ctx.outcome == "client_disconnected":
                 return
             if self.job.include_usage:

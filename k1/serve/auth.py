@@ -217,6 +217,12 @@ class KeyStore:
                     self._verified.popitem(last=False)
         return self._record(row[:7])
 
+    def is_cached(self, key: str) -> bool:
+        """Was this exact key verified before (checking it again needs no scrypt)?"""
+        tag = hmac.new(self._cache_key, key.encode(), hashlib.sha256).digest()
+        with self._lock:
+            return tag in self._verified
+
     def used_today(self, key_id: str) -> int:
         with self._db() as db:
             row = db.execute(

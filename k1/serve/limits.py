@@ -35,3 +35,5 @@ SHUTDOWN_GRACE_S = 5
 # -- keys
 KEY_CACHE_SIZE = 1024  # verified keys remembered in memory (scrypt is slow on purpose)
 MAX_KEY_CHARS = 200  # a longer Authorization value is refused before any hashing
+AUTH_FAILURES_PER_MINUTE = 20  # per client address; then 429 without hashing (scrypt costs CPU)
+AUTH_FAILURE_CLIENTS = 4096  # addresses tracked for that
