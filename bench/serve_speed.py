@@ -9,8 +9,10 @@ What it measures, in one run on this machine:
   streaming clients, (a) calling `k1.engine.Engine` in-process and (b) through `k1 serve` over HTTP
   (a subprocess on 127.0.0.1, clients streaming /v1/completions); the ratio direct / HTTP is the
   cost of the API layer (HTTP, JSON, SSE, auth, audit).
-- MTP speculative decoding against plain decoding on the same engine: the speed-up in tokens/s
-  and the draft acceptance rate, at 1 and 8 clients (greedy, so both give the same tokens).
+- MTP speculative decoding against plain decoding on the same engine, speculating at any batch
+  size: the speed-up in tokens/s and the draft acceptance rate at 1, 2 and 8 clients (greedy, so
+  both give the same tokens). The server speculates only up to `spec_max_batch` sequences.
+Each figure is the fastest of --repeats runs (the machine may be shared).
 
 Without --model it trains the `tiny` preset (with its MTP module) on k1's bundled tokenizer corpus
 with `k1.train`, so the MTP head has learned something; a random MTP head would accept ~nothing.
@@ -250,16 +252,17 @@ def row(name: str, s: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model directory (with tokenizer); default: train the tiny preset first")
-    ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client, one after another")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per figure; the fastest is kept")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     if args.quick:
-        args.train_steps, args.rounds, args.max_tokens = 150, 1, 32
+        args.train_steps, args.rounds, args.max_tokens, args.repeats = 150, 1, 32, 1
     torch.set_num_threads(args.threads)
     clients = [int(c) for c in args.clients.split(",")]
     work = Path(tempfile.mkdtemp(prefix="k1-serve-bench-"))
@@ -280,41 +283,53 @@ def main() -> None:
         "mtp": {},
     }
 
-    # 1. MTP speculative decoding vs plain, on the engine directly
-    for c in [c for c in (1, 8) if c <= max_seqs] if spec == "mtp" else []:
-        runs = {}
-        for mode in ("off", "mtp"):
-            with Engine(model, tok, EngineConfig(max_seqs=max_seqs, speculative=mode)) as engine:
-                direct(engine, ids, 1, 1, 8, stops)  # warm up
-                before = engine.stats()
-                runs[mode] = direct(engine, ids, c, args.rounds, args.max_tokens, stops)
-                after = engine.stats()
-            drafted = after["draft_tokens"] - before["draft_tokens"]
-            runs[mode]["acceptance"] = (
-                (after["accepted_tokens"] - before["accepted_tokens"]) / drafted if drafted else 0
-            )
+    def pick(runs: list[dict]) -> dict:
+        # The machine may be shared: of repeated runs, keep the fastest (least disturbed) one.
+        return max(runs, key=lambda r: r["tokens_per_s"])
+
+    # 1. MTP speculative decoding vs plain, on the engine directly, speculating at every batch size
+    for c in [c for c in (1, 2, 8) if c <= max_seqs] if spec == "mtp" else []:
+        runs: dict[str, list] = {"off": [], "mtp": []}
+        for _ in range(args.repeats):
+            for mode in ("off", "mtp"):
+                cfg = EngineConfig(max_seqs=max_seqs, speculative=mode, spec_max_batch=0)
+                with Engine(model, tok, cfg) as engine:
+                    direct(engine, ids, 1, 1, 8, stops)  # warm up
+                    before = engine.stats()
+                    run = direct(engine, ids, c, max(args.rounds, 8 // c), args.max_tokens, stops)
+                    after = engine.stats()
+                drafted = after["draft_tokens"] - before["draft_tokens"]
+                accepted = after["accepted_tokens"] - before["accepted_tokens"]
+                run["acceptance"] = accepted / drafted if drafted else 0.0
+                runs[mode].append(run)
+        off, on = pick(runs["off"]), pick(runs["mtp"])
         results["mtp"][c] = {
-            "plain_tokens_per_s": runs["off"]["tokens_per_s"],
-            "mtp_tokens_per_s": runs["mtp"]["tokens_per_s"],
-            "speedup": runs["mtp"]["tokens_per_s"] / runs["off"]["tokens_per_s"],
-            "acceptance": runs["mtp"]["acceptance"],
-            "tokens": runs["mtp"]["tokens"],
+            "plain_tokens_per_s": off["tokens_per_s"],
+            "mtp_tokens_per_s": on["tokens_per_s"],
+            "speedup": on["tokens_per_s"] / off["tokens_per_s"],
+            "acceptance": on["acceptance"],
+            "tokens": on["tokens"],
         }
 
-    # 2. direct engine vs HTTP, same engine settings
+    # 2. direct engine vs HTTP, with the server's default engine settings on both sides
+    direct_runs: dict[int, list] = {c: [] for c in clients}
     with Engine(model, tok, EngineConfig(max_seqs=max_seqs, speculative=spec)) as engine:
         direct(engine, ids, 1, 1, 8, stops)
-        for c in clients:
-            results["direct"][c] = direct(engine, ids, c, args.rounds, args.max_tokens, stops)
-    del engine
+        for _ in range(args.repeats):
+            for c in clients:
+                direct_runs[c].append(direct(engine, ids, c, args.rounds, args.max_tokens, stops))
+    results["direct"] = {c: pick(r) for c, r in direct_runs.items()}
     proc, url, key = start_server(model_dir, work, max_seqs, spec, args.threads)
+    http_runs: dict[int, list] = {c: [] for c in clients}
     try:
         over_http(url, key, "bench", texts, 1, 1, 8)
-        for c in clients:
-            results["http"][c] = over_http(url, key, "bench", texts, c, args.rounds, args.max_tokens)
+        for _ in range(args.repeats):
+            for c in clients:
+                http_runs[c].append(over_http(url, key, "bench", texts, c, args.rounds, args.max_tokens))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    results["http"] = {c: pick(r) for c, r in http_runs.items()}
 
     print(
         f"\nmodel {model_dir.name}, {args.threads} torch thread(s), {args.max_tokens} new tokens, "

@@ -66,8 +66,14 @@ class EngineConfig:
     """Prompt tokens (with padding) prefilled in one iteration."""
     speculative: str = "auto"
     """auto: MTP speculative decoding when the model has an MTP module; off: never; mtp: require it."""
+    spec_max_batch: int = 2
+    """Speculate only while at most this many sequences run (0: always). Checking a draft makes a
+    step process two tokens per sequence; that is nearly free while a step is bound by reading the
+    weights (few sequences), not once it is bound by compute (many)."""
 
     def validate(self) -> None:
+        if self.spec_max_batch < 0:
+            raise ValueError("spec_max_batch must be >= 0")
         if self.max_seqs < 1 or self.max_queue < 0 or self.max_context < 0 or self.prefill_budget < 1:
             raise ValueError("need max_seqs >= 1, max_queue >= 0, max_context >= 0, prefill_budget >= 1")
         if self.speculative not in ("auto", "off", "mtp"):
@@ -314,6 +320,11 @@ class Engine:
             cfg, layers, config.max_seqs, self.max_context + SPEC_SLACK, self.dtype, self.device
         )
         self.lengths = [0] * config.max_seqs  # tokens in each slot's cache
+        # Which positions of each slot hold an MTP cache entry: steps taken without speculation
+        # (too many sequences running) leave gaps that the MTP block must not attend to.
+        self.mtp_written = torch.zeros(
+            config.max_seqs, self.cache.capacity, dtype=torch.bool, device=self.device
+        )
         self.running: list[Request] = []  # running[i] occupies slot i
         self.waiting: collections.deque[Request] = collections.deque()
         self.end_think = tokenizer.end_think_id
@@ -321,6 +332,7 @@ class Engine:
             [tokenizer.end_think_id, *tokenizer.encode("\n\n")] if tokenizer.end_think_id is not None else []
         )
         self.counters = collections.Counter()
+        self.busy_seconds = 0.0  # time spent in scheduler iterations (the rest is waiting for work)
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
@@ -380,6 +392,7 @@ class Engine:
             "draft_tokens": c["draft_tokens"],
             "accepted_tokens": c["accepted_tokens"],
             "acceptance_rate": c["accepted_tokens"] / c["draft_tokens"] if c["draft_tokens"] else 0.0,
+            "busy_seconds": self.busy_seconds,
         }
 
     def close(self) -> None:
@@ -413,7 +426,9 @@ class Engine:
                     if self._closed:
                         break
                 try:
+                    start = time.perf_counter()
                     self._iteration()
+                    self.busy_seconds += time.perf_counter() - start
                 except Exception:  # a bug or out of memory: fail what runs, keep serving
                     log.exception("engine step failed; ending the running requests")
                     self.counters["errors"] += 1
@@ -436,7 +451,8 @@ class Engine:
         decoding = [r for r in self.running if r not in admitted and r.finish_reason is None]
         if decoding:
             # Slots of requests prefilled this iteration sit after the decoding ones.
-            if self.speculative:
+            limit = self.config.spec_max_batch
+            if self.speculative and (not limit or len(decoding) <= limit):
                 self._spec_step(len(decoding))
             else:
                 self._step(len(decoding))
@@ -472,14 +488,16 @@ class Engine:
         )
         return h, mask
 
-    def _mtp_logits(self, h: torch.Tensor, next_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _mtp_logits(self, h: torch.Tensor, next_ids: torch.Tensor, mask: torch.Tensor, pick: torch.Tensor):
         """The first MTP depth at the positions just bound: from the main hidden state at i and token
-        i+1, logits for token i+2. MTP.forward has no cache argument, so its parts are called here
+        i+1, logits for token i+2, at position pick[b] of each row (batch, vocab); every position
+        still enters the MTP cache. MTP.forward has no cache argument, so its parts are called here
         with the slot cache (its block attends over this slot's earlier MTP positions)."""
         m, model = self.model.mtp[0], self.model
         x = m.eh_proj(torch.cat((m.enorm(model.model.embed_tokens(next_ids)), m.hnorm(h)), dim=-1))
         rope = model.rotary(self.cache.positions, x.dtype)
         x = m.block(x, rope, mask, self.cache)
+        x = x[torch.arange(x.shape[0], device=x.device), pick]  # (batch, hidden)
         return model.lm_head(m.norm(x))
 
     def _prefill(self, reqs: list[Request]) -> None:
@@ -508,8 +526,10 @@ class Engine:
             for i, r in enumerate(reqs):
                 nxt[i, len(r.prompt) - 1] = r.last if r.last is not None else 0
             self.cache.bind(first, starts, width)
-            draft_logits = self._mtp_logits(h, nxt, mask)[rows, last]
+            draft_logits = self._mtp_logits(h, nxt, mask, last)
             for i, r in enumerate(reqs):
+                self.mtp_written[r.slot] = False
+                self.mtp_written[r.slot, : len(r.prompt)] = True
                 self._set_draft(r, draft_logits[i])
         self._reap()
 
@@ -523,6 +543,7 @@ class Engine:
         greedy = logits.argmax(-1).tolist()
         for i, r in enumerate(reqs):
             self.lengths[r.slot] += 1
+            r.draft, r.draft_probs = None, None  # no MTP this step: the next speculative step has no draft
             tok = greedy[i] if r.params.temperature == 0 and not r.forced else self._choose(r, logits[i])[0]
             self._accept_tokens(r, [tok], logits[i : i + 1])
         self._reap()
@@ -531,7 +552,11 @@ class Engine:
         """Feed [last, draft] for the first n slots; keep the draft where the model agrees, plus the
         model's own next token (1 or 2 tokens per sequence per step)."""
         reqs = self.running[:n]
-        ids = torch.tensor([[r.last, r.draft] for r in reqs], device=self.device)
+        # A sequence without a draft (its last step was not speculative) checks a stand-in token:
+        # almost surely rejected, it still gets its one token, and the MTP head drafts the next.
+        ids = torch.tensor(
+            [[r.last, r.last if r.draft is None else r.draft] for r in reqs], device=self.device
+        )
         starts = torch.tensor([self.lengths[r.slot] for r in reqs], device=self.device)
         h, mask = self._forward(ids, 0, starts)
         logits = self.model.lm_head(h)  # (batch, 2, vocab)
@@ -544,7 +569,7 @@ class Engine:
                 if plain
                 else self._choose(r, logits[i, 0], r.draft, r.draft_probs)
             )
-            self.counters["draft_tokens"] += 1
+            self.counters["draft_tokens"] += r.draft is not None
             toks = [tok]
             self._accept_tokens(r, [tok], logits[i, :1])
             if accepted:
@@ -558,15 +583,22 @@ class Engine:
         # Draft the next token from the MTP head at each sequence's newest fed position.
         nxt = torch.tensor([t + [0] * (2 - len(t)) for t in kept], device=self.device)
         self.cache.bind(0, starts, 2)
-        draft_logits = self._mtp_logits(h, nxt, mask)  # (batch, 2, vocab)
+        pick = torch.tensor([len(t) - 1 for t in kept], device=self.device)
+        rows = torch.arange(n, device=self.device)
+        written = self.mtp_written[:n]  # running slots are 0..n-1
+        written[rows, starts] = True
+        written[rows, starts + 1] = True
+        mtp_mask = mask & written[:, None, None, : mask.shape[-1]]
+        draft_logits = self._mtp_logits(h, nxt, mtp_mask, pick)  # (batch, vocab)
+        written[rows, starts + 1] = pick == 1  # a rejected draft's position is rewritten later
         draft_greedy = draft_logits.argmax(-1).tolist()
         for i, r in enumerate(reqs):
             if r.finish_reason is not None:
                 continue
             if r.params.temperature == 0:
-                r.draft, r.draft_probs = draft_greedy[i][len(kept[i]) - 1], None
+                r.draft, r.draft_probs = draft_greedy[i], None
             else:
-                self._set_draft(r, draft_logits[i, len(kept[i]) - 1])
+                self._set_draft(r, draft_logits[i])
         self._reap()
 
     def _set_draft(self, r: Request, logits: torch.Tensor) -> None:
@@ -690,6 +722,7 @@ class Engine:
         moved = self.running[last]
         if moved is not r:
             self.cache.move(last, hole, self.lengths[last])
+            self.mtp_written[hole] = self.mtp_written[last]
             self.lengths[hole] = self.lengths[last]
             moved.slot = hole
             self.running[hole] = moved

@@ -64,23 +64,26 @@ def test_continuous_batching_matches_generate(fx, speculative):
 
 def test_mtp_speculative_decoding_same_output_fewer_steps(fx):
     """The parrot's trained MTP head drafts well: greedy output is unchanged, most drafts are
-    accepted, and the engine needs fewer decode steps than tokens."""
+    accepted, and the engine needs fewer decode steps than tokens. With spec_max_batch=1 the three
+    sequences decode plainly together, then speculatively once one is left: drafts go stale and
+    the MTP cache has gaps, and the output must still be the same."""
     tok, model = fx.tok, fx.parrot
     prompts = [
         tok.encode(tok.apply_chat_template(m, add_generation_prompt=True, **o)) for m, o, _ in TRANSCRIPTS
     ]
-    outs = {}
-    for mode in ("off", "mtp"):
-        with Engine(model, tok, EngineConfig(speculative=mode)) as engine:
+    outs, stats = {}, {}
+    for name, mode, limit in (("off", "off", 0), ("mtp", "mtp", 0), ("mixed", "mtp", 1)):
+        with Engine(model, tok, EngineConfig(speculative=mode, spec_max_batch=limit)) as engine:
             reqs = [
                 engine.submit(p, RequestParams(max_new_tokens=48, stop_token_ids=tok.stop_ids))
                 for p in prompts
             ]
-            outs[mode] = [tokens(r)[0] for r in reqs]
-            stats = engine.stats()
-    assert outs["mtp"] == outs["off"]
-    assert stats["acceptance_rate"] > 0.8
-    assert stats["steps"] < 0.7 * stats["generated_tokens"]
+            outs[name] = [tokens(r)[0] for r in reqs]
+            stats[name] = engine.stats()
+    assert outs["mtp"] == outs["off"] and outs["mixed"] == outs["off"]
+    assert stats["mtp"]["acceptance_rate"] > 0.8
+    assert stats["mtp"]["steps"] < 0.7 * stats["mtp"]["generated_tokens"]
+    assert 0 < stats["mixed"]["draft_tokens"] < stats["mtp"]["draft_tokens"]
 
 
 def test_speculative_sampling_keeps_the_target_distribution():

@@ -26,6 +26,9 @@ def command(
     max_tokens: int | None = typer.Option(None, help="Largest max_tokens a request may ask for [4096]."),
     max_thinking_tokens: int | None = typer.Option(None, help="Default reasoning cap [2048]."),
     speculative: str | None = typer.Option(None, help="MTP speculative decoding: auto, off, mtp [auto]."),
+    spec_max_batch: int | None = typer.Option(
+        None, help="Speculate while at most this many sequences run [2]."
+    ),
     dtype: str | None = typer.Option(None, help="Weights dtype: float32, bfloat16 [as stored]."),
     device: str | None = typer.Option(None, help="cpu or cuda [cpu]."),
     threads: int | None = typer.Option(None, help="torch CPU threads [torch's default]."),
@@ -50,6 +53,7 @@ def command(
         max_tokens=max_tokens,
         max_thinking_tokens=max_thinking_tokens,
         speculative=speculative,
+        spec_max_batch=spec_max_batch,
         dtype=dtype,
         device=device,
         threads=threads,

@@ -144,6 +144,7 @@ class Server:
                 max_context=config.max_context,
                 max_queue=config.max_queue,
                 speculative=config.speculative,
+                spec_max_batch=config.spec_max_batch,
             ),
         )
         if not config.model_name:

@@ -46,6 +46,9 @@ class ServeConfig:
     """Default of chat_template_kwargs.enable_thinking."""
     speculative: str = "auto"
     """auto: MTP speculative decoding when the model has MTP weights; off; mtp: require it."""
+    spec_max_batch: int = 2
+    """Speculate only while at most this many sequences run (0: always); raise it on a GPU, where a
+    step stays bound by weight reads up to larger batches (measure with bench/serve_speed.py)."""
     dtype: str = ""
     """Weights dtype (float32, bfloat16); empty: as stored."""
     device: str = "cpu"
@@ -59,6 +62,8 @@ class ServeConfig:
             raise ConfigError(f"port {self.port} is not in 1..65535")
         if self.max_seqs < 1 or self.max_queue < 0 or self.max_tokens < 1 or self.max_context < 0:
             raise ConfigError("need max_seqs >= 1, max_queue >= 0, max_tokens >= 1, max_context >= 0")
+        if self.spec_max_batch < 0:
+            raise ConfigError("spec_max_batch must be >= 0 (0: speculate at any batch size)")
         if self.max_thinking_tokens < 0:
             raise ConfigError("max_thinking_tokens must be >= 0")
         if self.speculative not in ("auto", "off", "mtp"):
