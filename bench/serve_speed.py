@@ -257,6 +257,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="requests per client, one after another")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
+    ap.add_argument("--parts", default="mtp,direct,http", help="which measurements to run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure; the fastest is kept")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -288,7 +289,8 @@ def main() -> None:
         return max(runs, key=lambda r: r["tokens_per_s"])
 
     # 1. MTP speculative decoding vs plain, on the engine directly, speculating at every batch size
-    for c in [c for c in (1, 2, 8) if c <= max_seqs] if spec == "mtp" else []:
+    parts = set(args.parts.split(","))
+    for c in [c for c in (1, 2, 8) if c <= max_seqs] if spec == "mtp" and "mtp" in parts else []:
         runs: dict[str, list] = {"off": [], "mtp": []}
         for _ in range(args.repeats):
             for mode in ("off", "mtp"):
@@ -312,24 +314,26 @@ def main() -> None:
         }
 
     # 2. direct engine vs HTTP, with the server's default engine settings on both sides
-    direct_runs: dict[int, list] = {c: [] for c in clients}
-    with Engine(model, tok, EngineConfig(max_seqs=max_seqs, speculative=spec)) as engine:
-        direct(engine, ids, 1, 1, 8, stops)
-        for _ in range(args.repeats):
-            for c in clients:
-                direct_runs[c].append(direct(engine, ids, c, args.rounds, args.max_tokens, stops))
-    results["direct"] = {c: pick(r) for c, r in direct_runs.items()}
-    proc, url, key = start_server(model_dir, work, max_seqs, spec, args.threads)
-    http_runs: dict[int, list] = {c: [] for c in clients}
-    try:
-        over_http(url, key, "bench", texts, 1, 1, 8)
-        for _ in range(args.repeats):
-            for c in clients:
-                http_runs[c].append(over_http(url, key, "bench", texts, c, args.rounds, args.max_tokens))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    results["http"] = {c: pick(r) for c, r in http_runs.items()}
+    if "direct" in parts:
+        direct_runs: dict[int, list] = {c: [] for c in clients}
+        with Engine(model, tok, EngineConfig(max_seqs=max_seqs, speculative=spec)) as engine:
+            direct(engine, ids, 1, 1, 8, stops)
+            for _ in range(args.repeats):
+                for c in clients:
+                    direct_runs[c].append(direct(engine, ids, c, args.rounds, args.max_tokens, stops))
+        results["direct"] = {c: pick(r) for c, r in direct_runs.items()}
+    if "http" in parts:
+        proc, url, key = start_server(model_dir, work, max_seqs, spec, args.threads)
+        http_runs: dict[int, list] = {c: [] for c in clients}
+        try:
+            over_http(url, key, "bench", texts, 1, 1, 8)
+            for _ in range(args.repeats):
+                for c in clients:
+                    http_runs[c].append(over_http(url, key, "bench", texts, c, args.rounds, args.max_tokens))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        results["http"] = {c: pick(r) for c, r in http_runs.items()}
 
     print(
         f"\nmodel {model_dir.name}, {args.threads} torch thread(s), {args.max_tokens} new tokens, "
@@ -338,11 +342,12 @@ def main() -> None:
     print("| path, clients | requests | tokens | tokens/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for c in clients:
-        print(row(f"direct, {c}", results["direct"][c]))
-        print(row(f"HTTP, {c}", results["http"][c]))
+        for name, part in (("direct", "direct"), ("HTTP", "http")):
+            if c in results[part]:
+                print(row(f"{name}, {c}", results[part][c]))
     print("\n| clients | direct tokens/s / HTTP tokens/s | HTTP TTFT / direct TTFT |")
     print("|---|---|---|")
-    for c in clients:
+    for c in [c for c in clients if c in results["direct"] and c in results["http"]]:
         d, h = results["direct"][c], results["http"][c]
         print(
             f"| {c} | {d['tokens_per_s'] / h['tokens_per_s']:.2f} | {h['ttft_p50_ms'] / d['ttft_p50_ms']:.2f} |"

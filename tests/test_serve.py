@@ -290,6 +290,56 @@ def test_32_concurrent_streams_get_their_own_answers(env):
     assert after["steps"] - before["steps"] < (after["generated_tokens"] - before["generated_tokens"]) / 3
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_output_parser_is_independent_of_chunking(seed):
+    """Tags cut anywhere across deltas parse the same as the whole text."""
+    from k1.serve.parse import OutputParser
+
+    text = (
+        'plan it\n</think>\n\nIt is <b>sunny</b>.\n<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n'
+        "</tool_call>\n<tool_call>\nnot json\n</tool_call>"
+    )
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(text)), 12))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+    def run(chunks):
+        p = OutputParser(reasoning=True, tools=True)
+        out = [x for c in chunks for x in p.feed(c)] + p.close()
+        merged = {"reasoning": "", "content": "", "calls": []}
+        for kind, value in out:
+            if kind == "tool_call":
+                merged["calls"].append(
+                    (value["function"]["name"], json.loads(value["function"]["arguments"]))
+                )
+            else:
+                merged[kind] += value
+        return merged
+
+    assert (
+        run(pieces)
+        == run([text])
+        == {
+            "reasoning": "plan it",
+            "content": "It is <b>sunny</b>.<tool_call>\nnot json\n</tool_call>",
+            "calls": [("f", {"x": 1})],
+        }
+    )
+
+
+def test_serve_config_errors_are_one_line(tmp_path):
+    from k1.errors import ConfigError
+
+    bad = tmp_path / "serve.toml"
+    bad.write_text('[serve]\nmodel = "m"\nmax_seq = 4\n')
+    with pytest.raises(ConfigError, match="unknown key 'max_seq'.*did you mean 'max_seqs'"):
+        ServeConfig.from_toml(bad)
+    with pytest.raises(ConfigError, match="no model directory"):
+        ServeConfig().validate()
+    with pytest.raises(ConfigError, match="speculative"):
+        ServeConfig(model="m", speculative="eagle").validate()
+
+
 # -------------------------------------------------------------------------- access control
 
 

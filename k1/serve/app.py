@@ -380,7 +380,11 @@ class Gate:
                 "auth_throttled",
                 headers={"Retry-After": "60"},
             ), receive
-        record = await anyio.to_thread.run_sync(srv.keys.verify, key.strip())
+        key = key.strip()
+        # A key seen before needs one indexed read (done here); a new one needs scrypt (a thread).
+        record = srv.keys.verify(key, slow=False) if srv.keys.is_cached(key) else None
+        if record is None:
+            record = await anyio.to_thread.run_sync(srv.keys.verify, key)
         if record is None:
             self._failed(client)
             return ApiError(401, "Invalid or revoked API key", "invalid_api_key"), receive
@@ -613,9 +617,10 @@ def prepare_completion(srv: Server, body: CompletionRequest) -> Job:
         if not ids:
             raise ApiError(400, f"prompt[{i}] is empty", "invalid_prompt", "prompt")
         prompts.append(ids)
-    max_tokens = None
-    for ids in prompts:
-        max_tokens = srv.max_tokens(body.max_tokens, len(ids), limits.DEFAULT_COMPLETIONS_MAX_TOKENS)
+    # one max_tokens for all prompts: what the longest prompt leaves room for
+    max_tokens = min(
+        srv.max_tokens(body.max_tokens, len(ids), limits.DEFAULT_COMPLETIONS_MAX_TOKENS) for ids in prompts
+    )
     choices = []
     for p in range(len(prompts)):
         for i in range(body.n):

@@ -27,6 +27,14 @@ def _partial(text: str, tag: str) -> int:
     return 0
 
 
+def _held(text: str, tag: str) -> int:
+    """Characters to hold back at the end of `text`: a possible start of `tag` and the newlines
+    before it (the template puts a newline before the tag, and it is dropped with the tag)."""
+    k = _partial(text, tag)
+    rest = text[: len(text) - k]
+    return k + len(rest) - len(rest.rstrip("\n"))
+
+
 def tool_call(name: str, arguments) -> dict:
     """An OpenAI `tool_calls` entry."""
     if not isinstance(arguments, str):
@@ -90,7 +98,7 @@ class OutputParser:
                     self.buf = ""
                     break
                 # Hold a possible "</think>" start and trailing newlines (dropped before the tag).
-                keep = max(_partial(self.buf, END_THINK), len(self.buf) - len(self.buf.rstrip("\n")))
+                keep = _held(self.buf, END_THINK)
                 emit("reasoning", self.buf[: len(self.buf) - keep])
                 self.buf = self.buf[len(self.buf) - keep :]
                 break
@@ -120,7 +128,7 @@ class OutputParser:
                     break
                 keep = 0
                 if self.tools:
-                    keep = max(_partial(self.buf, TOOL_CALL), len(self.buf) - len(self.buf.rstrip("\n")))
+                    keep = _held(self.buf, TOOL_CALL)
                 emit("content", self.buf[: len(self.buf) - keep])
                 self.buf = self.buf[len(self.buf) - keep :]
                 break
