@@ -24,7 +24,6 @@ rejection sampling keeps the output distribution exactly the model's (Leviathan 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import logging
 import queue
@@ -730,12 +729,3 @@ class Engine:
         self.lengths[last] = 0
         r.slot = None
         r.finished_at = time.perf_counter()
-
-
-def engine_params(**kwargs) -> RequestParams:
-    """RequestParams with only the given fields set (convenience for callers building from dicts)."""
-    names = {f.name for f in dataclasses.fields(RequestParams)}
-    unknown = set(kwargs) - names
-    if unknown:
-        raise ValueError(f"unknown request parameter {sorted(unknown)[0]!r}")
-    return RequestParams(**kwargs)
