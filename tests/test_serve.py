@@ -581,6 +581,76 @@ def test_client_disconnect_frees_the_slot(env):
     assert last["completion_tokens"] < 200
 
 
+def _listening_addresses(port: int) -> list[str] | None:
+    """IPv4/IPv6 addresses listening on `port`, read from /proc/net (Linux; None elsewhere)."""
+    found = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(name):
+            return None
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hex_port = local.split(":")
+                if int(hex_port, 16) == port and state == "0A":  # 0A: LISTEN
+                    found.append(addr)
+    return found
+
+
+def test_k1_serve_command_binds_loopback_only(env, tmp_path):
+    """`python -m k1 serve DIR` starts, answers the openai client, and listens on 127.0.0.1 only."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fx = fixtures()
+    cmd = [
+        sys.executable,
+        "-m",
+        "k1",
+        "serve",
+        str(fx.parrot_dir),
+        "--port",
+        str(port),
+        "--keys",
+        str(env.store_path),
+        "--audit",
+        str(tmp_path / "audit.jsonl"),
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.time() < deadline, "server did not start"
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=env.keys["chat"], max_retries=0)
+        r = client.chat.completions.create(
+            model="parrot", messages=TRANSCRIPTS[0][0], max_tokens=64, temperature=0
+        )
+        assert r.choices[0].message.content == reply_parts(0)[1]
+        listening = _listening_addresses(port)
+        if listening is not None:
+            assert listening == ["0100007F"]  # 127.0.0.1, nothing else (no 0.0.0.0, no IPv6)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert verify(tmp_path / "audit.jsonl").lines >= 1
+
+
 # -------------------------------------------------------------------------- audit
 
 
