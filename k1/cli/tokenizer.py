@@ -27,7 +27,8 @@ def train(
         None, help="Share of training bytes per language [ko=0.7,en=0.15,code=0.15]."
     ),
     digits: str = typer.Option(
-        None, help="Numbers before BPE: single (one digit per token) or triple [single]."
+        None,
+        help="Numbers before BPE: single (one digit per token), triple or triple-r2l (groups of 3) [single].",
     ),
     pretokenizer: str = typer.Option(None, help="Pre-tokenizer: k1 (Korean-aware) or gpt4 (baseline) [k1]."),
     multiword_share: float = typer.Option(
@@ -112,7 +113,10 @@ def report(
         text_key=text_key,
         log=typer.echo,
     )
-    console = Console()
+    import sys
+
+    # Piped output (logs, CI) gets room for the whole table instead of rich's 80-column default.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     langs = rep.langs()
     table = Table(title="Tokenizer fertility (lower tokens is better)")
     table.add_column("tokenizer")
