@@ -6,7 +6,7 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
-STORE_HELP = "Key store file [$K1_KEYS or ~/.k1/keys.sqlite]; give `k1 serve --keys` the same."
+STORE_HELP = "Key store file (default: $K1_KEYS or ~/.k1/keys.sqlite); give `k1 serve --keys` the same."
 
 
 def _store(path: str | None, create: bool):
@@ -20,8 +20,10 @@ def _store(path: str | None, create: bool):
 def create(
     name: str = typer.Option(..., help="Who or what the key is for (unique)."),
     scopes: str = typer.Option("chat", help="Comma-separated: chat, completions, admin."),
-    rate: float | None = typer.Option(None, help="Requests per minute [unlimited]."),
-    quota: int | None = typer.Option(None, help="Tokens (prompt + completion) per UTC day [unlimited]."),
+    rate: float | None = typer.Option(None, help="Requests per minute (default: unlimited)."),
+    quota: int | None = typer.Option(
+        None, help="Tokens (prompt + completion) per UTC day (default: unlimited)."
+    ),
     store: str | None = typer.Option(None, help=STORE_HELP),
 ):
     """Make a key and print it once; it cannot be shown again."""
