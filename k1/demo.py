@@ -149,7 +149,9 @@ def run(out: str | Path = "runs/demo", fast: bool = False, force: bool = False, 
     log(f"\nk1 demo finished in {total:.0f}s. Report: {report} and {out / 'report.html'}")
     teacher = demo.result("sft")["model_dir"] if "sft" in demo.results else demo.result("pretrain")["model_dir"]
     log(f"Chat with the teacher:  k1 chat {teacher}")
-    log(f"Serve it:               k1 keys create --name me --scopes chat && k1 serve {teacher}")
+    log("Serve it on this machine (OpenAI-compatible, keys required):")
+    log("                         k1 keys create --name me --scopes chat,completions   # prints the key once")
+    log(f"                         k1 serve {teacher} --audit {out / 'audit.jsonl'}")
     return report
 
 
