@@ -1,9 +1,9 @@
 """k1: a Korean-first LLM stack after SK Telecom's A.X K1.
 
-    import k1
-    model = k1.load("path/to/model_dir")     # a Hugging Face A.X K1 directory
-    logits = model(input_ids)                 # (batch, seq, vocab)
-    k1.save(model, "path/to/out_dir")
+import k1
+model = k1.load("path/to/model_dir")     # a Hugging Face A.X K1 directory
+logits = model(input_ids)                 # (batch, seq, vocab)
+k1.save(model, "path/to/out_dir")
 """
 
 from __future__ import annotations

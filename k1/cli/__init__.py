@@ -69,9 +69,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"k1: error: no space left on the device while writing {err.filename or ''}".rstrip(), file=sys.stderr)
+            print(
+                f"k1: error: no space left on the device while writing {err.filename or ''}".rstrip(),
+                file=sys.stderr,
+            )
         elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            print(f"k1: error: no permission to write {err.filename or 'the output'}: choose another --out", file=sys.stderr)
+            print(
+                f"k1: error: no permission to write {err.filename or 'the output'}: choose another --out",
+                file=sys.stderr,
+            )
         else:
             raise
         sys.exit(2)
