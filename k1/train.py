@@ -111,6 +111,19 @@ class TrainConfig:
     """Hardware peak for MFU; 0 measures this machine's matmul throughput at the start."""
     threads: int = 0
     """torch CPU threads; 0 leaves torch's default."""
+    # SFT (objective "sft", data_format "chat"; see k1/sft.py and docs/sft.md)
+    think_ratio: float = 0.5
+    """chat: share of conversations rendered in think mode, with their reasoning (only those that have some can be)."""
+    pack: bool = True
+    """chat: pack several conversations per sequence (they do not attend to each other); false: one per sequence."""
+    question_column: str = "question"
+    """chat: field / CSV column of the user's question, for records without messages or instruction/output."""
+    answer_column: str = "answer"
+    """chat: field / CSV column of the assistant's answer."""
+    reasoning_column: str = "reasoning"
+    """chat: field / CSV column of the reasoning trace (optional; empty or missing: no reasoning)."""
+    system_prompt: str = ""
+    """chat: system message added to conversations that have none."""
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
@@ -166,6 +179,7 @@ class TrainConfig:
         need(0 < self.val_fraction < 1, "val_fraction must be in (0, 1)")
         need(self.keep_last >= 1, "keep_last must be at least 1")
         need(bool(self.data), "no training data: set data = \"path/to/manifest.json\" (from `k1 data prepare`)")
+        need(0 <= self.think_ratio <= 1, "think_ratio must be in [0, 1]")
         get_objective(self.objective)
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(f"{source}: data_format {self.data_format!r}{did_you_mean(self.data_format, list(DATA_FORMATS))}")
@@ -765,3 +779,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+from k1 import sft as _sft  # noqa: E402, F401  (registers the "chat" data format; imports this module)
