@@ -40,7 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path:
-    for cand in (os.environ.get("K1_SHARED_DATA", ""), ROOT.parent / "shared" / "data", ROOT.parents[1] / "shared" / "data"):
+    for cand in (
+        os.environ.get("K1_SHARED_DATA", ""),
+        ROOT.parent / "shared" / "data",
+        ROOT.parents[1] / "shared" / "data",
+    ):
         if cand and (Path(cand) / "ko_text" / "nsmc_reviews.txt").is_file():
             return Path(cand)
     sys.exit("bench/distill.py: ../shared/data/ko_text/nsmc_reviews.txt not found (set K1_SHARED_DATA)")
@@ -57,10 +61,14 @@ def build_data(out: Path, tok, args) -> dict:
     from k1 import synth
 
     rng = np.random.default_rng(0)
-    lines = [s.strip() for s in (shared_data() / "ko_text" / "nsmc_reviews.txt").read_text(encoding="utf-8").splitlines()]
+    lines = [
+        s.strip()
+        for s in (shared_data() / "ko_text" / "nsmc_reviews.txt").read_text(encoding="utf-8").splitlines()
+    ]
     lines = [s for s in lines if s]
     rng.shuffle(lines)
     cut = int(len(lines) * 0.9)
+    train_lines = lines[: min(cut, args.reviews)] if args.reviews else lines[:cut]
     levels = tuple(range(1, args.levels + 1))
     train_probs = synth.arithmetic(args.problems, seed=0, levels=levels, split="train")
     val_probs = synth.arithmetic(args.problems // 10, seed=2, levels=levels, split="test")
@@ -69,27 +77,51 @@ def build_data(out: Path, tok, args) -> dict:
     def stream(reviews, probs, seed):
         r = np.random.default_rng(seed)
         docs = [tok.encode(s) + [eos] for s in reviews]
-        docs += [conversation(tok, p, think=bool(r.integers(2))) + [eos] for p in probs]
+        docs += [conversation(tok, p, think=bool(r.random() < args.think_share)) + [eos] for p in probs]
         order = r.permutation(len(docs))
         return np.concatenate([np.asarray(docs[i], dtype=np.uint16) for i in order])
 
-    train = stream(lines[:cut], train_probs, 1)
+    train = stream(train_lines, train_probs, 1)
     val = stream(lines[cut:], val_probs, 2)
     np.save(out / "train.npy", train)
     np.save(out / "val.npy", val)
-    return {"train_tokens": int(len(train)), "val_tokens": int(len(val)), "reviews_train": cut,
-            "reviews_val": len(lines) - cut, "problems_train": len(train_probs), "problems_val": len(val_probs),
-            "levels": list(levels)}
+    return {
+        "train_tokens": int(len(train)),
+        "val_tokens": int(len(val)),
+        "reviews_train": len(train_lines),
+        "reviews_val": len(lines) - cut,
+        "problems_train": len(train_probs),
+        "problems_val": len(val_probs),
+        "levels": list(levels),
+    }
 
 
 def train_cfg(out_dir: Path, data: str, args, steps: int, model: dict, **kw):
     from k1.train import TrainConfig
 
-    base = dict(out_dir=str(out_dir), data=data, val_data=str(out_dir.parent / "val.npy"), seq_len=args.seq_len,
-                batch_size=args.batch_size, max_steps=steps, lr=args.lr, warmup_steps=max(1, steps // 20),
-                schedule="cosine", eval_every=steps, save_every=steps, eval_batches=4, precision="fp32",
-                peak_tflops=1.0, mtp_weight=0.0, threads=1, seed=0, log_every=50,
-                tokenizer=str(out_dir.parent / "tok"), model="tiny", model_overrides=model)
+    base = dict(
+        out_dir=str(out_dir),
+        data=data,
+        val_data=str(out_dir.parent / "val.npy"),
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        max_steps=steps,
+        lr=args.lr,
+        warmup_steps=max(1, steps // 20),
+        schedule="cosine",
+        eval_every=steps,
+        save_every=steps,
+        eval_batches=4,
+        precision="fp32",
+        peak_tflops=1.0,
+        mtp_weight=0.0,
+        threads=1,
+        seed=0,
+        log_every=50,
+        tokenizer=str(out_dir.parent / "tok"),
+        model="tiny",
+        model_overrides=model,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -115,17 +147,30 @@ def task_accuracy(model, tok, problems, max_new: int) -> dict:
 
     results = []
     for think in (True, False):
-        prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p["question"]}],
-                                                      add_generation_prompt=True, enable_thinking=think))
-                   for p in problems]
+        prompts = [
+            tok.encode(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": p["question"]}],
+                    add_generation_prompt=True,
+                    enable_thinking=think,
+                )
+            )
+            for p in problems
+        ]
         params = SamplingParams(max_new_tokens=max_new, temperature=0.0, stop_token_ids=tok.stop_ids)
         for start in range(0, len(prompts), 64):
             outs = generate(model, prompts[start : start + 64], params)
             for p, o in zip(problems[start : start + 64], outs, strict=True):
                 results.append(Result(think, tok.decode(o.tokens), len(o.tokens), p["answer"], p["level"]))
     s = mode_summary(results)
-    return {m: {"accuracy": round(v["accuracy"], 4), "mean_tokens": round(v["mean_tokens"], 1),
-                "adherence": round(v["adherence"], 4)} for m, v in s.items()}
+    return {
+        m: {
+            "accuracy": round(v["accuracy"], 4),
+            "mean_tokens": round(v["mean_tokens"], 1),
+            "adherence": round(v["adherence"], 4),
+        }
+        for m, v in s.items()
+    }
 
 
 def step_overhead(model, capture_dir: Path, args, kd_options: dict, repeats: int) -> dict:
@@ -138,7 +183,10 @@ def step_overhead(model, capture_dir: Path, args, kd_options: dict, repeats: int
     model.train()
     times = {"ce": [], "kd": []}
     for _ in range(repeats + 1):  # the first round warms up
-        for name, fn, b, kw in (("ce", OBJECTIVES["pretrain"], plain, {}), ("kd", OBJECTIVES["kd"], batch, kd_options)):
+        for name, fn, b, kw in (
+            ("ce", OBJECTIVES["pretrain"], plain, {}),
+            ("kd", OBJECTIVES["kd"], batch, kd_options),
+        ):
             t0 = time.perf_counter()
             loss, _ = fn(model, b, mtp_weight=0.0, **kw)
             loss.backward()
@@ -153,7 +201,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_distill"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--problems", type=int, default=4000)
+    ap.add_argument("--problems", type=int, default=5000)
+    ap.add_argument("--reviews", type=int, default=0, help="training reviews (0: all 90%%)")
+    ap.add_argument(
+        "--think-share",
+        type=float,
+        default=0.75,
+        help="problems written in think mode (the rest non-think); above 0.5 so that greedy decoding after "
+        "the think prompt reasons instead of closing the block at once",
+    )
     ap.add_argument("--levels", type=int, default=1, help="arithmetic levels 1..L")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -181,7 +237,7 @@ def main() -> None:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if not (args.reuse and (out / "tok" / "tokenizer.json").is_file()):
-        tokenizer.train_default(out / "tok", args.vocab)
+        tokenizer.train_default(out / "tok", args.vocab, overwrite=True)
     tok = tokenizer.load(out / "tok")
     if not (args.reuse and (out / "val.npy").is_file()):
         data = build_data(out, tok, args)
@@ -190,39 +246,81 @@ def main() -> None:
     timings["data_s"] = time.perf_counter() - t0
     print(f"data: {data}", file=sys.stderr)
 
-    teacher_model = {"vocab_size": tok.vocab_size, "hidden_size": 128, "num_hidden_layers": 4,
-                     "num_attention_heads": 4, "n_routed_experts": 8, "num_experts_per_tok": 2,
-                     "num_nextn_predict_layers": 0}
-    student_model = {"vocab_size": tok.vocab_size, "hidden_size": 64, "intermediate_size": 192,
-                     "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
-                     "v_head_dim": 16, "n_routed_experts": 4, "num_experts_per_tok": 2, "n_group": 2,
-                     "topk_group": 1, "num_nextn_predict_layers": 0}
+    teacher_model = {
+        "vocab_size": tok.vocab_size,
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "num_nextn_predict_layers": 0,
+    }
+    student_model = {
+        "vocab_size": tok.vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 192,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "q_lora_rank": 32,
+        "kv_lora_rank": 16,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 16,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_group": 2,
+        "topk_group": 1,
+        "num_nextn_predict_layers": 0,
+    }
     t0 = time.perf_counter()
     teacher_dir = out / "teacher" / "model"
     if not (args.reuse and teacher_dir.is_dir()):
-        run(train_cfg(out / "teacher", str(out / "train.npy"), args, args.teacher_steps, teacher_model), progress=True)
+        run(
+            train_cfg(out / "teacher", str(out / "train.npy"), args, args.teacher_steps, teacher_model),
+            progress=True,
+        )
     timings["teacher_train_s"] = time.perf_counter() - t0
 
     kd_options = {"loss": args.loss, "temperature": args.temperature, "ce_weight": args.ce_weight}
-    dcfg = distill.DistillConfig.from_dict({
-        "out_dir": str(out / "kd"), "teacher": {"path": str(teacher_dir), "device": "cpu", "dtype": "float32"},
-        "capture": {"data": str(out / "train.npy"), "val_data": str(out / "val.npy"), "seq_len": args.seq_len,
-                    "top_k": args.top_k, "dtype": "fp16", "temperature": args.temperature, "batch_size": 16,
-                    "windows_per_shard": 256},
-        "kd": kd_options})
+    dcfg = distill.DistillConfig.from_dict(
+        {
+            "out_dir": str(out / "kd"),
+            "teacher": {"path": str(teacher_dir), "device": "cpu", "dtype": "float32"},
+            "capture": {
+                "data": str(out / "train.npy"),
+                "val_data": str(out / "val.npy"),
+                "seq_len": args.seq_len,
+                "top_k": args.top_k,
+                "dtype": "fp16",
+                "temperature": args.temperature,
+                "batch_size": 16,
+                "windows_per_shard": 256,
+            },
+            "kd": kd_options,
+        }
+    )
     t0 = time.perf_counter()
     manifest = distill.capture(dcfg, overwrite=not args.reuse)
     timings["capture_s"] = time.perf_counter() - t0
     cap = out / "kd" / "capture"
 
     hard_cfg = train_cfg(out / "student_hard", str(out / "train.npy"), args, args.steps, student_model)
-    kd_cfg = train_cfg(out / "student_kd", str(cap), args, args.steps, student_model, data_format="kd",
-                       objective="kd", objective_options=kd_options)
+    kd_cfg = train_cfg(
+        out / "student_kd",
+        str(cap),
+        args,
+        args.steps,
+        student_model,
+        data_format="kd",
+        objective="kd",
+        objective_options=kd_options,
+    )
     # Same batches for both students: the capture keeps the training windows in order.
     a = distill.CapturedWindows(cap, seed=0).batch(0, 4)["input_ids"]
-    b = TokenWindows([np.load(out / "train.npy")[: manifest["windows_in_data"] * args.seq_len + 1]],
-                     args.seq_len, 0).batch(0, 4)["input_ids"]
+    b = TokenWindows(
+        [np.load(out / "train.npy")[: manifest["windows_in_data"] * args.seq_len + 1]], args.seq_len, 0
+    ).batch(0, 4)["input_ids"]
     assert torch.equal(a, b), "the two students would not see the same batches"
 
     results: dict = {"args": vars(args), "data": data, "capture": manifest["stats"]}
@@ -232,13 +330,19 @@ def main() -> None:
         res = run(cfg, progress=True)
         runs[name] = res
         steps_s = [h for h in res.history]
-        results[name] = {"train_s": round(time.perf_counter() - t0, 1),
-                         "median_tokens_per_s": round(statistics.median(h["tokens_per_s"] for h in steps_s), 1)}
+        results[name] = {
+            "train_s": round(time.perf_counter() - t0, 1),
+            "median_tokens_per_s": round(statistics.median(h["tokens_per_s"] for h in steps_s), 1),
+        }
 
     val = TokenWindows([np.load(out / "val.npy")], args.seq_len, 0)
     test = synth.arithmetic(args.eval_problems, seed=7, levels=tuple(range(1, args.levels + 1)), split="test")
     max_new = 64
-    for name, path in (("teacher", teacher_dir), ("hard", runs["hard"].model_dir), ("kd", runs["kd"].model_dir)):
+    for name, path in (
+        ("teacher", teacher_dir),
+        ("hard", runs["hard"].model_dir),
+        ("kd", runs["kd"].model_dir),
+    ):
         model = k1.load(path).float().eval()
         results.setdefault(name, {})
         results[name]["params"] = model.num_parameters
@@ -246,23 +350,31 @@ def main() -> None:
         results[name]["task"] = task_accuracy(model, tok, test, max_new)
         print(name, results[name], file=sys.stderr)
     student = k1.load(runs["kd"].model_dir).float()
-    results["step_overhead"] = step_overhead(student, cap, args, kd_options, repeats=20 if not args.quick else 3)
+    results["step_overhead"] = step_overhead(
+        student, cap, args, kd_options, repeats=20 if not args.quick else 3
+    )
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
     def acc(r, m):
         return f"{100 * r['task'][m]['accuracy']:.1f}%"
 
-    print(f"\n| model | params | steps | val CE | think acc | non-think acc |")
+    print("\n| model | params | steps | val CE | think acc | non-think acc |")
     print("|---|---|---|---|---|---|")
     for name, steps in (("teacher", args.teacher_steps), ("hard", args.steps), ("kd", args.steps)):
         r = results[name]
-        print(f"| {name} | {r['params']:,} | {steps} | {r['val_ce']:.4f} | {acc(r, 'think')} | {acc(r, 'non_think')} |")
+        print(
+            f"| {name} | {r['params']:,} | {steps} | {r['val_ce']:.4f} | {acc(r, 'think')} | {acc(r, 'non_think')} |"
+        )
     c, o = manifest["stats"], results["step_overhead"]
-    print(f"\ncapture: {c['tokens']:,} tokens, {c['seconds_per_1k_tokens']} s per 1k tokens, "
-          f"{c['bytes_per_token']} bytes per token (top-{args.top_k}, fp16)")
-    print(f"KD step overhead: {o['kd_ms']} ms vs {o['ce_ms']} ms (x{o['kd_over_ce']}); end to end "
-          f"{results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s")
+    print(
+        f"\ncapture: {c['tokens']:,} tokens, {c['seconds_per_1k_tokens']} s per 1k tokens, "
+        f"{c['bytes_per_token']} bytes per token (top-{args.top_k}, fp16)"
+    )
+    print(
+        f"KD step overhead: {o['kd_ms']} ms vs {o['ce_ms']} ms (x{o['kd_over_ce']}); end to end "
+        f"{results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s"
+    )
 
 
 if __name__ == "__main__":

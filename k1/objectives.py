@@ -164,37 +164,44 @@ def teacher_buckets(logprobs: torch.Tensor, leftover: torch.Tensor) -> torch.Ten
 def student_buckets(log_q_full: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Student log-probs (positions, vocab) -> over the teacher's k + 1 buckets (positions, k + 1)."""
     # Padding entries point at the row's first real id: marking it twice is harmless.
-    first = ids[:, :1].expand_as(ids)
-    ids = torch.where(valid, ids, first)
+    ids = torch.where(valid, ids, ids[:, :1].expand_as(ids))
     top = log_q_full.gather(-1, ids).masked_fill(~valid, float("-inf"))
     rest = log_q_full.scatter(-1, ids, float("-inf"))  # (positions, vocab): tokens outside the top k
-    # With k = vocab nothing is left; logsumexp over an all -inf row has a NaN gradient, so those
-    # rows get a finite stand-in that where() then discards.
+    if ids.shape[-1] < log_q_full.shape[-1]:  # k distinct ids < vocab: every row keeps some tokens
+        return torch.cat((top, torch.logsumexp(rest, dim=-1, keepdim=True)), dim=-1)
+    # With k = vocab nothing may be left; logsumexp over an all -inf row has a NaN gradient, so
+    # those rows get a finite stand-in that where() then discards.
     empty = torch.isneginf(rest).all(-1, keepdim=True)
     tail = torch.logsumexp(rest.masked_fill(empty, 0.0), dim=-1, keepdim=True)
     tail = torch.where(empty, torch.full_like(tail, float("-inf")), tail)
     return torch.cat((top, tail), dim=-1)
 
 
-def kd_divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
-                  teacher_leftover: torch.Tensor, loss: str = "forward_kl", temperature: float = 1.0,
-                  beta: float = 0.5) -> torch.Tensor:
-    """Per-position divergence (positions,) between the student's logits (positions, vocab), softened
-    by `temperature`, and the teacher's top-k (ids and log-probs (positions, k), leftover
-    (positions,)), which the capture already softened by the same temperature."""
-    if int(teacher_ids.max()) >= student_logits.shape[-1]:
+def kd_from_log_probs(log_q: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
+                      teacher_leftover: torch.Tensor, loss: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
+    """Per-position divergence (positions,) from the student's softened log-probs (positions, vocab)
+    and the teacher's top-k: ids and log-probs (positions, k), leftover mass (positions,)."""
+    if int(teacher_ids.max()) >= log_q.shape[-1]:
         from k1.errors import K1Error
 
         raise K1Error(f"teacher token id {int(teacher_ids.max())} is outside the student's vocabulary "
-                      f"({student_logits.shape[-1]}); logit distillation needs the teacher's tokenizer")
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+                      f"({log_q.shape[-1]}); logit distillation needs the teacher's tokenizer")
     valid = teacher_logprobs > float("-inf")
     log_p = teacher_buckets(teacher_logprobs, teacher_leftover)
     return get_kd_loss(loss)(log_p, student_buckets(log_q, teacher_ids.long(), valid), beta)
 
 
+def kd_divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
+                  teacher_leftover: torch.Tensor, loss: str = "forward_kl", temperature: float = 1.0,
+                  beta: float = 0.5) -> torch.Tensor:
+    """Per-position divergence (positions,) between the student's logits (positions, vocab), softened
+    by `temperature`, and the teacher's top-k, which the capture already softened by the same one."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return kd_from_log_probs(log_q, teacher_ids, teacher_logprobs, teacher_leftover, loss, beta)
+
+
 def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", temperature: float = 1.0,
-            ce_weight: float = 0.0, beta: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+            ce_weight: float = 0.5, beta: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
     """Knowledge distillation: (1 - ce_weight) x temperature^2 x mean divergence from the teacher
     (KD_LOSSES[loss]) + ce_weight x cross-entropy on the real next token, plus the MTP losses on the
     real tokens. temperature^2 keeps gradient sizes comparable across temperatures (Hinton et al.).
@@ -213,16 +220,25 @@ def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", tem
     out = model(inputs, attention_mask=None if mask is None else mask[:, None],
                 position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp)
     logits, mtp_logits = out if use_mtp else (out, [])
-    keep = targets != -100
+    keep = (targets != -100).flatten()
     n = keep.sum().clamp(min=1)
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum") / n
+    everything = bool(keep.all())
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # (batch, seq, ...) -> the target positions
+        t = t.flatten(0, 1)
+        return t if everything else t[keep]
+
+    logits_t = rows(logits).float()
+    # One log-softmax serves the cross-entropy and, at temperature 1, the divergence.
+    log_q = F.log_softmax(logits_t, dim=-1)
+    ce = -log_q.gather(-1, rows(targets)[:, None]).sum() / n
     metrics = {"ce": ce.item()}
     total = ce
     if "teacher_ids" in batch and bool(keep.any()):
-        rows = keep.flatten()
-        div = kd_divergence(logits.flatten(0, 1)[rows], batch["teacher_ids"].flatten(0, 1)[rows],
-                            batch["teacher_logprobs"].flatten(0, 1)[rows], batch["teacher_leftover"].flatten()[rows],
-                            loss, temperature, beta)
+        if temperature != 1.0:
+            log_q = F.log_softmax(logits_t / temperature, dim=-1)
+        div = kd_from_log_probs(log_q, rows(batch["teacher_ids"]), rows(batch["teacher_logprobs"]),
+                                rows(batch["teacher_leftover"]), loss, beta)
         kd = div.sum() / n
         metrics["kd"] = kd.item()
         total = (1 - ce_weight) * temperature**2 * kd + ce_weight * ce

@@ -64,7 +64,11 @@ def bucket_reference(s, t, k, loss, temperature, beta=0.5):
 
 def captured(t, k, temperature):
     top = top_k_from_logits(t[None], k, temperature)
-    return (torch.from_numpy(top.ids[0]), torch.from_numpy(top.logprobs[0]), torch.from_numpy(top.leftover[0]))
+    return (
+        torch.from_numpy(top.ids[0]),
+        torch.from_numpy(top.logprobs[0]),
+        torch.from_numpy(top.leftover[0]),
+    )
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -121,8 +125,12 @@ def test_kd_objective_mixes_cross_entropy_and_falls_back_to_it():
     with torch.no_grad():
         logits = model(ids[:, :-1])
     top = top_k_from_logits(logits, 128, 1.0)
-    batch = {"input_ids": ids, "teacher_ids": torch.from_numpy(top.ids),
-             "teacher_logprobs": torch.from_numpy(top.logprobs).half(), "teacher_leftover": torch.from_numpy(top.leftover)}
+    batch = {
+        "input_ids": ids,
+        "teacher_ids": torch.from_numpy(top.ids),
+        "teacher_logprobs": torch.from_numpy(top.logprobs).half(),
+        "teacher_leftover": torch.from_numpy(top.leftover),
+    }
     kd = OBJECTIVES["kd"]
     ce_only, _ = OBJECTIVES["pretrain"](model, {"input_ids": ids}, mtp_weight=0.0)
     loss, metrics = kd(model, batch, ce_weight=1.0)
@@ -155,15 +163,35 @@ def workdir(tmp_path_factory):
 
 
 def dcfg(root, out, **capture):
-    c = {"data": str(root / "tokens.npy"), "seq_len": SEQ, "top_k": 8, "batch_size": 3, "windows_per_shard": 5,
-         "val_fraction": 0.2, **capture}
-    return distill.DistillConfig.from_dict({"out_dir": str(out), "teacher": {"path": str(root / "teacher")},
-                                            "capture": c, "kd": {"ce_weight": 0.2},
-                                            "train": {"max_steps": 6, "batch_size": 4, "warmup_steps": 1, "lr": 3e-3,
-                                                      "eval_every": 3, "save_every": 3, "eval_batches": 1,
-                                                      "precision": "fp32", "peak_tflops": 1.0,
-                                                      "model": {"init": "tiny", "num_hidden_layers": 1,
-                                                                "hidden_size": 32, "n_routed_experts": 4}}})
+    c = {
+        "data": str(root / "tokens.npy"),
+        "seq_len": SEQ,
+        "top_k": 8,
+        "batch_size": 3,
+        "windows_per_shard": 5,
+        "val_fraction": 0.2,
+        **capture,
+    }
+    return distill.DistillConfig.from_dict(
+        {
+            "out_dir": str(out),
+            "teacher": {"path": str(root / "teacher")},
+            "capture": c,
+            "kd": {"ce_weight": 0.2},
+            "train": {
+                "max_steps": 6,
+                "batch_size": 4,
+                "warmup_steps": 1,
+                "lr": 3e-3,
+                "eval_every": 3,
+                "save_every": 3,
+                "eval_batches": 1,
+                "precision": "fp32",
+                "peak_tflops": 1.0,
+                "model": {"init": "tiny", "num_hidden_layers": 1, "hidden_size": 32, "n_routed_experts": 4},
+            },
+        }
+    )
 
 
 def shard_tensors(out):
@@ -186,7 +214,9 @@ def test_capture_round_trip_and_resume_after_a_crash(workdir, tmp_path, monkeypa
     b = src.fixed_batch(6, 3)
     top = teacher.top_k(b["input_ids"].numpy(), 8, 1.0)
     assert torch.equal(b["teacher_ids"], torch.from_numpy(top.ids))
-    torch.testing.assert_close(b["teacher_logprobs"].float(), torch.from_numpy(top.logprobs), atol=4e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        b["teacher_logprobs"].float(), torch.from_numpy(top.logprobs), atol=4e-3, rtol=1e-3
+    )
     torch.testing.assert_close(b["teacher_leftover"], torch.from_numpy(top.leftover))
     train, _ = capture_mod.token_windows(cfg.capture)
     assert torch.equal(b["input_ids"][0], torch.from_numpy(train.window(6).astype(np.int64)))
@@ -208,7 +238,7 @@ def test_capture_round_trip_and_resume_after_a_crash(workdir, tmp_path, monkeypa
     assert not partial["complete"] and len(partial["shards"]) == 2
     monkeypatch.setattr(K1Teacher, "top_k", real)
     distill.capture(dcfg(workdir, tmp_path / "b"), progress=False)
-    (ma, ta), (mb, tb) = shard_tensors(tmp_path / "a"), shard_tensors(tmp_path / "b")
+    (_, ta), (mb, tb) = shard_tensors(tmp_path / "a"), shard_tensors(tmp_path / "b")
     assert mb["complete"] and len(tb) == len(ta)
     for x, y in zip(ta, tb, strict=True):
         assert all(torch.equal(x[k], y[k]) for k in x)
@@ -288,18 +318,33 @@ class ScriptedTeacher(Teacher):
 
 
 def test_sequence_level_keeps_the_shortest_correct_answer_per_mode(tmp_path):
-    prompts = [{"id": "a", "question": "3 + 4?", "answer": 7}, {"id": "b", "question": "10 - 8?", "answer": 2}]
+    prompts = [
+        {"id": "a", "question": "3 + 4?", "answer": 7},
+        {"id": "b", "question": "10 - 8?", "answer": 2},
+    ]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(p) for p in prompts) + "\n", encoding="utf-8")
     table = {
-        ("3 + 4?", True): ["3 + 4 = 7 이므로 답을 구합니다 길게 길게\n</think>\n\n정답: 7", "3 + 4 = 7\n</think>\n\n정답: 7",
-                           "3 + 4 = 8\n</think>\n\n정답: 8"],
+        ("3 + 4?", True): [
+            "3 + 4 = 7 이므로 답을 구합니다 길게 길게\n</think>\n\n정답: 7",
+            "3 + 4 = 7\n</think>\n\n정답: 7",
+            "3 + 4 = 8\n</think>\n\n정답: 8",
+        ],
         ("3 + 4?", False): ["정답: 7 입니다", "3 + 4 = 7, 정답: 7", "정답: 6"],  # the 2nd shows its work
-        ("10 - 8?", True): ["10 - 8 = 2", "10 - 8 = 2 ...", "10 - 8 = 3\n</think>\n\n정답: 3"],  # never closed, wrong
+        ("10 - 8?", True): [
+            "10 - 8 = 2",
+            "10 - 8 = 2 ...",
+            "10 - 8 = 3\n</think>\n\n정답: 3",
+        ],  # never closed, wrong
         ("10 - 8?", False): ["정답은 2", "답: 2", "2"],
     }
-    cfg = distill.DistillConfig.from_dict({"out_dir": str(tmp_path / "out"), "method": "sequence",
-                                           "teacher": {"path": "unused"},
-                                           "generate": {"prompts": str(tmp_path / "p.jsonl"), "samples": 3}})
+    cfg = distill.DistillConfig.from_dict(
+        {
+            "out_dir": str(tmp_path / "out"),
+            "method": "sequence",
+            "teacher": {"path": "unused"},
+            "generate": {"prompts": str(tmp_path / "p.jsonl"), "samples": 3},
+        }
+    )
     teacher = ScriptedTeacher(table)
     # A run stopped after some answers: generations.jsonl holds them; only the rest is asked for.
     first = distill.GenerateConfig(prompts=cfg.generate.prompts, samples=1)
@@ -307,10 +352,16 @@ def test_sequence_level_keeps_the_shortest_correct_answer_per_mode(tmp_path):
     distill.generate(part, teacher=ScriptedTeacher(table), progress=False)
     report = distill.generate(cfg, teacher=teacher, progress=False)
     assert len(teacher.asked) == 8  # 12 answers in all, 4 already there
-    kept = [json.loads(line) for line in (tmp_path / "out" / "sequence" / "sft.jsonl").read_text().splitlines()]
+    kept = [
+        json.loads(line) for line in (tmp_path / "out" / "sequence" / "sft.jsonl").read_text().splitlines()
+    ]
     by_id = {r["id"]: r for r in kept}
     assert set(by_id) == {"a/think", "a/non_think", "b/non_think"}
-    assert by_id["a/think"]["messages"][-1] == {"role": "assistant", "content": "정답: 7", "reasoning_content": "3 + 4 = 7"}
+    assert by_id["a/think"]["messages"][-1] == {
+        "role": "assistant",
+        "content": "정답: 7",
+        "reasoning_content": "3 + 4 = 7",
+    }
     assert by_id["a/non_think"]["messages"][-1]["content"] == "정답: 7 입니다"
     assert by_id["b/non_think"]["messages"][-1]["content"] == "2"  # the shortest of three correct
     assert report["modes"]["think"]["prompts_solved"] == 1 and report["modes"]["non_think"]["correct"] == 4
@@ -319,8 +370,10 @@ def test_sequence_level_keeps_the_shortest_correct_answer_per_mode(tmp_path):
 
 def test_selection_overall_picks_one_answer_per_prompt():
     p = Prompt("x", [{"role": "user", "content": "q"}], answer=5)
-    gens = {"x|think|0": {"reasoning": "2 + 3 = 5", "answer": "정답: 5", "closed": True, "tokens": 9},
-            "x|non_think|0": {"reasoning": None, "answer": "정답: 5", "closed": True, "tokens": 4}}
+    gens = {
+        "x|think|0": {"reasoning": "2 + 3 = 5", "answer": "정답: 5", "closed": True, "tokens": 9},
+        "x|non_think|0": {"reasoning": None, "answer": "정답: 5", "closed": True, "tokens": 4},
+    }
     g = distill.GenerateConfig(samples=1, select="overall")
     records, _ = select([p], gens, g)
     assert [r["mode"] for r in records] == ["non_think"]
@@ -346,7 +399,9 @@ class FakeEndpoint:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = json.dumps([body.get("messages") or body.get("prompt"), body.get("chat_template_kwargs")])
+                key = json.dumps(
+                    [body.get("messages") or body.get("prompt"), body.get("chat_template_kwargs")]
+                )
                 with outer.lock:
                     outer.requests.append(self.path)
                     n = outer.tries[key] = outer.tries.get(key, 0) + 1
@@ -363,11 +418,22 @@ class FakeEndpoint:
                     q = body["messages"][-1]["content"]
                     think = body["chat_template_kwargs"]["enable_thinking"]
                     content = f"{q} 계산\n</think>\n\n정답: {len(q)}" if think else f"정답: {len(q)}"
-                    return self._send(200, {"choices": [{"message": {"role": "assistant", "content": content},
-                                                         "finish_reason": "stop"}],
-                                            "usage": {"completion_tokens": len(content)}})
+                    return self._send(
+                        200,
+                        {
+                            "choices": [
+                                {
+                                    "message": {"role": "assistant", "content": content},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                            "usage": {"completion_tokens": len(content)},
+                        },
+                    )
                 if self.path == "/v1/completions":
-                    return self._send(200, {"choices": [{"text": "", "prompt_logprobs": outer.logprobs(body)}]})
+                    return self._send(
+                        200, {"choices": [{"text": "", "prompt_logprobs": outer.logprobs(body)}]}
+                    )
                 return self._send(404, {"error": "no such route"})
 
             def _send(self, code, obj, headers=None):
@@ -398,7 +464,9 @@ class FakeEndpoint:
             top = row.topk(k).indices.tolist()
             actual = int(ids[0, t])
             entry = {str(i): {"logprob": float(row[i]), "rank": r + 1} for r, i in enumerate(top)}
-            entry.setdefault(str(actual), {"logprob": float(row[actual]), "rank": int((row > row[actual]).sum()) + 1})
+            entry.setdefault(
+                str(actual), {"logprob": float(row[actual]), "rank": int((row > row[actual]).sum()) + 1}
+            )
             out.append(entry)
         return out
 
@@ -424,20 +492,36 @@ def test_disallowed_host_is_refused_before_any_request(endpoint):
     with pytest.raises(K1Error, match="api_key_env"):
         EndpointClient("http://user:secret@127.0.0.1:1/v1")
     assert len(endpoint.requests) == before
-    assert EndpointClient("https://gpu7.corp.example/v1", allowed_hosts=["*.corp.example"]).host == "gpu7.corp.example"
+    assert (
+        EndpointClient("https://gpu7.corp.example/v1", allowed_hosts=["*.corp.example"]).host
+        == "gpu7.corp.example"
+    )
 
 
 def test_endpoint_generation_retries_bounded_and_resumes(endpoint, tmp_path):
     prompts = [{"id": f"p{i}", "question": "x" * (3 + i), "answer": 3 + i} for i in range(6)]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(p) for p in prompts) + "\n", encoding="utf-8")
-    cfg = distill.DistillConfig.from_dict({
-        "out_dir": str(tmp_path / "out"), "method": "sequence",
-        "teacher": {"path": endpoint.url, "model": "teacher", "concurrency": 3, "timeout_s": 0.3, "max_retries": 4},
-        "generate": {"prompts": str(tmp_path / "p.jsonl"), "samples": 1}})
+    cfg = distill.DistillConfig.from_dict(
+        {
+            "out_dir": str(tmp_path / "out"),
+            "method": "sequence",
+            "teacher": {
+                "path": endpoint.url,
+                "model": "teacher",
+                "concurrency": 3,
+                "timeout_s": 0.3,
+                "max_retries": 4,
+            },
+            "generate": {"prompts": str(tmp_path / "p.jsonl"), "samples": 1},
+        }
+    )
     teacher = distill.load_teacher(cfg.teacher)
     teacher.client.backoff_s = 0.01
     report = distill.generate(cfg, teacher=teacher, progress=False)
-    assert report["modes"]["think"]["prompts_solved"] == 6 and report["modes"]["non_think"]["prompts_solved"] == 6
+    assert (
+        report["modes"]["think"]["prompts_solved"] == 6
+        and report["modes"]["non_think"]["prompts_solved"] == 6
+    )
     assert teacher.client.retries_done >= 12  # every request's first try failed
     assert min(endpoint.failures.values()) >= 1, endpoint.failures
     n = len(endpoint.requests)
@@ -448,8 +532,9 @@ def test_endpoint_generation_retries_bounded_and_resumes(endpoint, tmp_path):
 def test_endpoint_capture_equals_local_capture(workdir, endpoint, tmp_path):
     local = dcfg(workdir, tmp_path / "local", max_windows=4)
     remote = dcfg(workdir, tmp_path / "remote", max_windows=4)
-    remote.teacher = distill.TeacherConfig(path=endpoint.url, model="teacher", tokenizer=str(workdir / "tok"),
-                                           timeout_s=0.3, concurrency=2)
+    remote.teacher = distill.TeacherConfig(
+        path=endpoint.url, model="teacher", tokenizer=str(workdir / "tok"), timeout_s=0.3, concurrency=2
+    )
     distill.capture(local, progress=False)
     t = distill.load_teacher(remote.teacher)
     t.client.backoff_s = 0.01
@@ -457,7 +542,9 @@ def test_endpoint_capture_equals_local_capture(workdir, endpoint, tmp_path):
     a = distill.CapturedWindows(tmp_path / "local" / "capture", 0).fixed_batch(0, 4)
     b = distill.CapturedWindows(tmp_path / "remote" / "capture", 0).fixed_batch(0, 4)
     assert torch.equal(a["teacher_ids"], b["teacher_ids"])
-    torch.testing.assert_close(a["teacher_logprobs"].float(), b["teacher_logprobs"].float(), atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        a["teacher_logprobs"].float(), b["teacher_logprobs"].float(), atol=2e-3, rtol=1e-3
+    )
     torch.testing.assert_close(a["teacher_leftover"], b["teacher_leftover"], atol=1e-4, rtol=1e-3)
 
 
@@ -465,12 +552,13 @@ def test_cli_runs_the_whole_job(workdir, tmp_path, capsys):
     from k1.cli import main
 
     cfg = Path(tmp_path / "d.toml")
-    cfg.write_text(f"""
-out_dir = "{tmp_path / 'run'}"
+    cfg.write_text(
+        f"""
+out_dir = "{tmp_path / "run"}"
 [teacher]
-path = "{workdir / 'teacher'}"
+path = "{workdir / "teacher"}"
 [capture]
-data = "{workdir / 'tokens.npy'}"
+data = "{workdir / "tokens.npy"}"
 seq_len = {SEQ}
 top_k = 4
 max_windows = 6
@@ -484,9 +572,47 @@ peak_tflops = 1.0
 [train.model]
 init = "tiny"
 num_hidden_layers = 1
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     main(["distill", str(cfg), "--set", "train.eval_every=2"])
     assert "student trained 2 steps" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(["distill", "generate", str(cfg)])
     assert exc.value.code == 2 and "sequence method" in capsys.readouterr().err
+
+
+def test_hf_teacher_agrees_with_k1_teacher(workdir):
+    """The same directory through transformers: same top-k, same tokenizer fingerprint, same greedy answers."""
+    pytest.importorskip("transformers")
+    from k1.distill.teachers import GenRequest, HFTeacher
+
+    cfg = distill.TeacherConfig(path=str(workdir / "teacher"), device="cpu")
+    a, b = K1Teacher(cfg), HFTeacher(cfg)
+    assert a.fingerprint == b.fingerprint is not None
+    windows = np.load(workdir / "tokens.npy")[: 2 * (SEQ + 1)].astype(np.int64).reshape(2, SEQ + 1)
+    ta, tb = a.top_k(windows, 5, 1.0), b.top_k(windows, 5, 1.0)
+    assert np.array_equal(ta.ids, tb.ids)
+    np.testing.assert_allclose(ta.logprobs, tb.logprobs, atol=1e-4)
+    reqs = [
+        GenRequest([{"role": "user", "content": q}], think, 6, 0.0, 1.0, 0)
+        for q in ("안녕", "3 + 4?")
+        for think in (True, False)
+    ]
+    got: dict[str, dict] = {"k1": {}, "hf": {}}
+    a.complete(reqs, lambda i, r: got["k1"].__setitem__(i, r))
+    b.complete(reqs, lambda i, r: got["hf"].__setitem__(i, r))
+    assert len(got["k1"]) == 4 and got["k1"] == got["hf"]
+
+
+def test_code_verifier_runs_the_tests_with_limits():
+    from k1.distill.sequence import verify_code
+
+    p = Prompt("c", [{"role": "user", "content": "add"}], tests=["assert add(2, 3) == 5"])
+
+    def answer(text):
+        return GenResult(None, text, True, 1, "stop")
+
+    assert verify_code(p, answer("```python\ndef add(a, b):\n    return a + b\n```"))
+    assert not verify_code(p, answer("```python\ndef add(a, b):\n    return a - b\n```"))
+    assert not verify_code(p, answer("def add(a, b):\n    while True:\n        pass\n"), timeout_s=1.0)

@@ -23,9 +23,9 @@ See docs/distill.md.
 
 from __future__ import annotations
 
-from k1.distill.logits import CapturedWindows, capture, kd_sources, read_manifest
 from k1.distill.client import EndpointClient, check_host
 from k1.distill.config import CaptureConfig, DistillConfig, GenerateConfig, KDConfig, TeacherConfig
+from k1.distill.logits import CapturedWindows, capture, kd_sources, read_manifest
 from k1.distill.pipeline import run, train, train_config
 from k1.distill.sequence import VERIFIERS, generate, select
 from k1.distill.teachers import TEACHERS, GenRequest, GenResult, TopK, load_teacher, tokenizer_fingerprint

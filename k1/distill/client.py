@@ -121,12 +121,18 @@ class EndpointClient:
                     last = f"HTTP {resp.status_code}"
                 else:
                     detail = resp.text[:200].replace("\n", " ")
-                    hint = "; check the key in the variable teacher.api_key_env names" if resp.status_code in (401, 403) else ""
+                    hint = (
+                        "; check the key in the variable teacher.api_key_env names"
+                        if resp.status_code in (401, 403)
+                        else ""
+                    )
                     raise K1Error(f"{url}: HTTP {resp.status_code} ({detail}){hint}")
             if attempt == self.max_retries:
                 break
             self.retries_done += 1
-            await asyncio.sleep(self._wait(attempt, resp.headers.get("retry-after") if resp is not None else None))
+            await asyncio.sleep(
+                self._wait(attempt, resp.headers.get("retry-after") if resp is not None else None)
+            )
         raise K1Error(
             f"{url}: gave up after {self.max_retries + 1} tries (last: {last}); run the same command again "
             "to resume, or raise teacher.max_retries / teacher.timeout_s"
@@ -144,8 +150,9 @@ class EndpointClient:
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         # trust_env=False: no proxy from the environment may carry the data to another host.
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, trust_env=False,
-                                     follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout_s, limits=limits, trust_env=False, follow_redirects=False
+        ) as client:
 
             async def one(i: int):
                 return i, await self._post(client, sem, path, payloads[i])
@@ -169,4 +176,3 @@ def api_key_from_env(name: str) -> str | None:
     if not value:
         raise K1Error(f"teacher.api_key_env names {name!r}, but that environment variable is empty or unset")
     return value
-

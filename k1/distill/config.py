@@ -146,7 +146,9 @@ class DistillConfig:
         return cls.from_dict(raw, source=str(path), overrides=overrides)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> DistillConfig:
+    def from_dict(
+        cls, raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None
+    ) -> DistillConfig:
         from k1.train import _parse_value
 
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
@@ -161,7 +163,12 @@ class DistillConfig:
                 if not isinstance(target, dict):
                     raise ConfigError(f"--set {item!r}: {t} is not a table")
             target[leaf] = _parse_value(text)
-        tables = {"teacher": TeacherConfig, "capture": CaptureConfig, "generate": GenerateConfig, "kd": KDConfig}
+        tables = {
+            "teacher": TeacherConfig,
+            "capture": CaptureConfig,
+            "generate": GenerateConfig,
+            "kd": KDConfig,
+        }
         top = [f.name for f in fields(cls) if f.name != "source"]
         values: dict[str, Any] = {"source": source}
         for key, value in raw.items():
@@ -195,28 +202,44 @@ class DistillConfig:
         need(self.method in METHODS, f"method {self.method!r}; valid: {', '.join(METHODS)}")
         t, c, g, kd = self.teacher, self.capture, self.generate, self.kd
         need(bool(t.path), "teacher.path is empty: a model directory or an endpoint URL")
-        need(t.kind in ("auto", "k1", "hf", "openai"), f"teacher.kind {t.kind!r}; valid: auto, hf, k1, openai")
+        need(
+            t.kind in ("auto", "k1", "hf", "openai"), f"teacher.kind {t.kind!r}; valid: auto, hf, k1, openai"
+        )
         need(isinstance(t.allowed_hosts, list), "teacher.allowed_hosts must be a list of host names")
         need(c.top_k >= 1 and c.top_k <= MAX_TOP_K, f"capture.top_k must be in 1..{MAX_TOP_K}")
         need(c.dtype in VALUE_DTYPES, f"capture.dtype {c.dtype!r}; valid: {', '.join(VALUE_DTYPES)}")
-        need(c.seq_len > 1 and c.batch_size > 0 and c.windows_per_shard > 0, "capture.seq_len > 1, batch_size and windows_per_shard > 0")
+        need(
+            c.seq_len > 1 and c.batch_size > 0 and c.windows_per_shard > 0,
+            "capture.seq_len > 1, batch_size and windows_per_shard > 0",
+        )
         need(c.temperature > 0 and kd.temperature > 0, "temperatures must be positive")
         need(c.max_windows >= 0 and c.val_windows >= 0, "capture.max_windows and val_windows must be >= 0")
         need(0 < c.val_fraction < 1, "capture.val_fraction must be in (0, 1)")
         need(kd.loss in KD_LOSSES, f"kd.loss {kd.loss!r}{did_you_mean(kd.loss, list(KD_LOSSES))}")
         need(0 <= kd.ce_weight <= 1, "kd.ce_weight must be in [0, 1]")
         need(0 < kd.beta < 1, "kd.beta must be in (0, 1) (use forward_kl / reverse_kl for the ends)")
-        need(bool(g.modes) and all(m in MODES for m in g.modes), f"generate.modes: a list of {', '.join(MODES)}")
-        need(g.samples >= 1 and g.max_new_tokens >= 1 and g.batch_size >= 1, "generate.samples, max_new_tokens, batch_size >= 1")
+        need(
+            bool(g.modes) and all(m in MODES for m in g.modes),
+            f"generate.modes: a list of {', '.join(MODES)}",
+        )
+        need(
+            g.samples >= 1 and g.max_new_tokens >= 1 and g.batch_size >= 1,
+            "generate.samples, max_new_tokens, batch_size >= 1",
+        )
         need(g.select in SELECTIONS, f"generate.select {g.select!r}; valid: {', '.join(SELECTIONS)}")
         need(g.temperature >= 0 and 0 < g.top_p <= 1, "generate.temperature >= 0 and 0 < top_p <= 1")
         if self.method == "logit" and not self.online:
-            need(c.temperature == kd.temperature,
-                 f"kd.temperature {kd.temperature} differs from capture.temperature {c.temperature}: the "
-                 "capture stores the teacher at its temperature; set both the same")
+            need(
+                c.temperature == kd.temperature,
+                f"kd.temperature {kd.temperature} differs from capture.temperature {c.temperature}: the "
+                "capture stores the teacher at its temperature; set both the same",
+            )
         reserved = {"data", "data_format", "objective", "objective_options", "teacher", "teacher_top_k"}
         for key in self.train:
-            need(key not in reserved, f"train.{key} is set by distill (from [capture] / [generate] / [kd]); remove it")
+            need(
+                key not in reserved,
+                f"train.{key} is set by distill (from [capture] / [generate] / [kd]); remove it",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -42,7 +42,16 @@ VERSION = 1
 MANIFEST = "manifest.json"
 VALIDATION = "validation.safetensors"
 # Capture settings that change what the shards hold; a resumed capture must match them all.
-SAME_KEYS = ("data", "val_data", "val_fraction", "seq_len", "top_k", "dtype", "temperature", "windows_per_shard")
+SAME_KEYS = (
+    "data",
+    "val_data",
+    "val_fraction",
+    "seq_len",
+    "top_k",
+    "dtype",
+    "temperature",
+    "windows_per_shard",
+)
 TEACHER_KEYS = ("kind", "path", "model", "vocab_size", "fingerprint")
 # Open shard files kept around while sampling windows at random.
 OPEN_SHARDS = 16
@@ -70,7 +79,9 @@ def token_windows(c: CaptureConfig, seed: int = 0):
     """(train, validation) TokenWindows over the capture's data, split as the training loop splits it."""
     from k1.train import TrainConfig, token_sources
 
-    cfg = TrainConfig(data=c.data, val_data=c.val_data, val_fraction=c.val_fraction, seq_len=c.seq_len, seed=seed)
+    cfg = TrainConfig(
+        data=c.data, val_data=c.val_data, val_fraction=c.val_fraction, seq_len=c.seq_len, seed=seed
+    )
     train, val, _ = token_sources(cfg)
     return train, val
 
@@ -106,12 +117,16 @@ def read_manifest(capture_dir: str | Path) -> dict:
 def _check_resumable(old: dict, settings: dict, teacher: dict, out: Path) -> None:
     for key in SAME_KEYS:
         if old["settings"].get(key) != settings.get(key):
-            raise K1Error(f"{out} holds a capture made with capture.{key} = {old['settings'].get(key)!r}, not "
-                          f"{settings.get(key)!r}: use another out_dir, or --overwrite to start again")
+            raise K1Error(
+                f"{out} holds a capture made with capture.{key} = {old['settings'].get(key)!r}, not "
+                f"{settings.get(key)!r}: use another out_dir, or --overwrite to start again"
+            )
     for key in TEACHER_KEYS:
         if old["teacher"].get(key) != teacher.get(key):
-            raise K1Error(f"{out} holds a capture from another teacher ({key}: {old['teacher'].get(key)!r} vs "
-                          f"{teacher.get(key)!r}): use another out_dir, or --overwrite to start again")
+            raise K1Error(
+                f"{out} holds a capture from another teacher ({key}: {old['teacher'].get(key)!r} vs "
+                f"{teacher.get(key)!r}): use another out_dir, or --overwrite to start again"
+            )
 
 
 class _Progress:
@@ -123,7 +138,9 @@ class _Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=what, unit="win", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, initial=done, desc=what, unit="win", dynamic_ncols=True, file=sys.stderr
+            )
         self.last = 0.0
 
     def update(self, done: int, tokens_per_s: float) -> None:
@@ -133,15 +150,20 @@ class _Progress:
             self.bar.update(done - self.bar.n)
         elif self.enabled and (time.perf_counter() - self.last > 10 or done == self.total):
             self.last = time.perf_counter()
-            print(f"{self.what}: {done}/{self.total} windows | {tokens_per_s:,.0f} tok/s", file=sys.stderr, flush=True)
+            print(
+                f"{self.what}: {done}/{self.total} windows | {tokens_per_s:,.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def capture(cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict:
+def capture(
+    cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool = False, progress: bool = True
+) -> dict:
     """Capture the teacher's top-k over cfg.capture.data into <out_dir>/capture; returns the manifest."""
     c = cfg.capture
     if not c.data:
@@ -166,13 +188,24 @@ def capture(cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool 
         manifest = read_manifest(out)
         _check_resumable(manifest, settings, info, out)
     else:
-        manifest = {"format": FORMAT, "version": VERSION, "settings": settings, "teacher": info,
-                    "windows_in_data": train.n, "shards": [], "complete": False}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "settings": settings,
+            "teacher": info,
+            "windows_in_data": train.n,
+            "shards": [],
+            "complete": False,
+        }
     manifest.update(config=cfg.to_dict(), target_windows=target)
 
     if not (out / VALIDATION).is_file():
         m = min(val.n, c.val_windows)
-        rows = np.stack([val.window(i).astype(np.int64) for i in range(m)]) if m else np.zeros((0, c.seq_len + 1))
+        rows = (
+            np.stack([val.window(i).astype(np.int64) for i in range(m)])
+            if m
+            else np.zeros((0, c.seq_len + 1))
+        )
         _save_tensors(out / VALIDATION, {"tokens": torch.from_numpy(rows).to(torch.int32)})
         manifest["validation_windows"] = m
 
@@ -191,8 +224,10 @@ def capture(cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool 
                 stop = min(done + count, start + c.batch_size)
                 windows = np.stack([train.window(w).astype(np.int64) for w in range(start, stop)])
                 if limit and int(windows.max()) >= limit:
-                    raise K1Error(f"{c.data}: token id {int(windows.max())} is outside the teacher's vocabulary "
-                                  f"({limit}); the data was tokenized with another tokenizer")
+                    raise K1Error(
+                        f"{c.data}: token id {int(windows.max())} is outside the teacher's vocabulary "
+                        f"({limit}); the data was tokenized with another tokenizer"
+                    )
                 top = teacher.top_k(windows, c.top_k, c.temperature, limit)
                 parts["tokens"].append(torch.from_numpy(windows))
                 parts["topk_ids"].append(torch.from_numpy(top.ids))
@@ -203,7 +238,9 @@ def capture(cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool 
                 tokens_session += (stop - start) * c.seq_len
                 show.update(stop, tokens_session / max(1e-9, time.perf_counter() - t_session))
             tensors = {
-                "tokens": torch.cat(parts["tokens"]).to(id_dtype if id_dtype == torch.uint16 else torch.int32),
+                "tokens": torch.cat(parts["tokens"]).to(
+                    id_dtype if id_dtype == torch.uint16 else torch.int32
+                ),
                 "topk_ids": torch.cat(parts["topk_ids"]).to(id_dtype),
                 "topk_logprobs": torch.cat(parts["topk_logprobs"]).to(value_dtype),
                 "leftover": torch.cat(parts["leftover"]).float(),
@@ -211,9 +248,16 @@ def capture(cfg: DistillConfig, teacher: Teacher | None = None, overwrite: bool 
             name = f"shard-{len(manifest['shards']):05d}.safetensors"
             _save_tensors(out / name, tensors, {"first_window": str(done)})
             seconds = time.perf_counter() - t0
-            manifest["shards"].append({"file": name, "first": done, "windows": count,
-                                       "bytes": (out / name).stat().st_size, "seconds": round(seconds, 4),
-                                       "max_id": int(max(int(x.max()) for x in parts["topk_ids"]))})
+            manifest["shards"].append(
+                {
+                    "file": name,
+                    "first": done,
+                    "windows": count,
+                    "bytes": (out / name).stat().st_size,
+                    "seconds": round(seconds, 4),
+                    "max_id": int(max(int(x.max()) for x in parts["topk_ids"])),
+                }
+            )
             done += count
             manifest["complete"] = done >= target
             _write_json(out / MANIFEST, _with_stats(manifest, c))
@@ -305,7 +349,9 @@ class CapturedWindows:
         return self._stack([(first + j) % self.n for j in range(count)])
 
     def max_token_id(self) -> int:
-        return max(int(self._file(s["file"]).get_slice("tokens")[:].to(torch.int64).max()) for s in self.shards[:4])
+        return max(
+            int(self._file(s["file"]).get_slice("tokens")[:].to(torch.int64).max()) for s in self.shards[:4]
+        )
 
 
 class OnlineTeacherWindows:
@@ -317,8 +363,12 @@ class OnlineTeacherWindows:
 
     def _with_teacher(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         top = self.teacher.top_k(b["input_ids"].numpy(), self.k, self.temperature, self.limit)
-        return {**b, "teacher_ids": torch.from_numpy(top.ids), "teacher_logprobs": torch.from_numpy(top.logprobs),
-                "teacher_leftover": torch.from_numpy(top.leftover)}
+        return {
+            **b,
+            "teacher_ids": torch.from_numpy(top.ids),
+            "teacher_logprobs": torch.from_numpy(top.logprobs),
+            "teacher_leftover": torch.from_numpy(top.leftover),
+        }
 
     def batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
         return self._with_teacher(self.base.batch(first, count))
@@ -341,7 +391,9 @@ def _student_tokenizer(cfg) -> str | None:
 def _student_vocab(cfg) -> int | None:
     if Path(cfg.model).is_dir():
         try:
-            return int(json.loads((Path(cfg.model) / "config.json").read_text(encoding="utf-8"))["vocab_size"])
+            return int(
+                json.loads((Path(cfg.model) / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+            )
         except (OSError, KeyError, ValueError, TypeError):
             return None
     v = cfg.model_overrides.get("vocab_size")
@@ -358,30 +410,44 @@ def kd_sources(cfg):
     temperature = float(cfg.objective_options.get("temperature", 1.0))
     if cfg.teacher:
         if cfg.teacher.startswith(("http://", "https://")):
-            raise K1Error("online distillation runs a local teacher; capture from an endpoint first "
-                          "(`k1 distill capture`) and train on the capture")
+            raise K1Error(
+                "online distillation runs a local teacher; capture from an endpoint first "
+                "(`k1 distill capture`) and train on the capture"
+            )
         teacher = load_teacher(TeacherConfig(path=cfg.teacher))
         info = teacher.describe()
         check_same_tokenizer(info, _student_tokenizer(cfg), _student_vocab(cfg))
         train, val, vocab = token_sources(cfg)
         limit = info.get("tokenizer_size") or info.get("vocab_size")
-        return OnlineTeacherWindows(train, teacher, cfg.teacher_top_k, temperature, limit), val, limit or vocab
+        return (
+            OnlineTeacherWindows(train, teacher, cfg.teacher_top_k, temperature, limit),
+            val,
+            limit or vocab,
+        )
 
     manifest = read_manifest(cfg.data)
     s = manifest["settings"]
     if not manifest.get("complete"):
         done = sum(x["windows"] for x in manifest["shards"])
-        raise K1Error(f"{cfg.data}: the capture is unfinished ({done} of {manifest.get('target_windows')} windows); "
-                      "run `k1 distill capture` again to finish it")
+        raise K1Error(
+            f"{cfg.data}: the capture is unfinished ({done} of {manifest.get('target_windows')} windows); "
+            "run `k1 distill capture` again to finish it"
+        )
     if cfg.seq_len != s["seq_len"]:
-        raise ConfigError(f"seq_len {cfg.seq_len}: the capture in {cfg.data} has windows of seq_len {s['seq_len']}")
+        raise ConfigError(
+            f"seq_len {cfg.seq_len}: the capture in {cfg.data} has windows of seq_len {s['seq_len']}"
+        )
     if abs(temperature - s["temperature"]) > 1e-9:
-        raise ConfigError(f"objective temperature {temperature} differs from the capture's ({s['temperature']}); "
-                          "the teacher is stored at its temperature: use the same one, or capture again")
+        raise ConfigError(
+            f"objective temperature {temperature} differs from the capture's ({s['temperature']}); "
+            "the teacher is stored at its temperature: use the same one, or capture again"
+        )
     check_same_tokenizer(manifest["teacher"], _student_tokenizer(cfg), _student_vocab(cfg))
     train = CapturedWindows(cfg.data, cfg.seed)
     if cfg.val_data:
-        val = TokenWindows(open_tokens(cfg.val_data, "validation")[0], cfg.seq_len, cfg.seed + 1, cfg.val_data)
+        val = TokenWindows(
+            open_tokens(cfg.val_data, "validation")[0], cfg.seq_len, cfg.seed + 1, cfg.val_data
+        )
     else:
         from safetensors import safe_open
 

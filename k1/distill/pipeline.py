@@ -42,24 +42,33 @@ def train_config(cfg: DistillConfig):
     init = model.get("init", model.get("preset")) if isinstance(model, dict) else model
     if isinstance(init, str) and (Path(init) / "config.json").is_file():
         try:
-            model_type = json.loads((Path(init) / "config.json").read_text(encoding="utf-8")).get("model_type")
+            model_type = json.loads((Path(init) / "config.json").read_text(encoding="utf-8")).get(
+                "model_type"
+            )
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             model_type = None
         if model_type != "axk1":
             raise K1Error(
                 f"train.model {init}: a {model_type!r} model; k1's training loop trains A.X K1-architecture "
-                f"students (a preset or an axk1 directory). For other architectures use method = \"sequence\" "
+                f'students (a preset or an axk1 directory). For other architectures use method = "sequence" '
                 f"and train on {out / 'sequence' / SFT_FILE} (OpenAI-style messages) with their own trainer"
             )
     tok = _teacher_tokenizer(cfg)
     if cfg.method == "logit":
         c = cfg.capture
         if raw.setdefault("seq_len", c.seq_len) != c.seq_len:
-            raise ConfigError(f"{cfg.source}: train.seq_len {raw['seq_len']} differs from capture.seq_len {c.seq_len}")
+            raise ConfigError(
+                f"{cfg.source}: train.seq_len {raw['seq_len']} differs from capture.seq_len {c.seq_len}"
+            )
         raw.update(data_format="kd", objective="kd", objective_options=asdict(cfg.kd))
         if cfg.online:
-            raw.update(data=c.data, val_data=c.val_data, val_fraction=c.val_fraction, teacher=cfg.teacher.path,
-                       teacher_top_k=c.top_k)
+            raw.update(
+                data=c.data,
+                val_data=c.val_data,
+                val_fraction=c.val_fraction,
+                teacher=cfg.teacher.path,
+                teacher_top_k=c.top_k,
+            )
         else:
             raw["data"] = str(out / "capture")
             read_manifest(raw["data"])  # a clear error when the capture step has not run
@@ -105,27 +114,48 @@ def write_report(cfg: DistillConfig, result) -> Path:
         m = json.loads((out / "capture" / "manifest.json").read_text(encoding="utf-8"))
         st, t = m.get("stats", {}), m.get("teacher", {})
         info.update(teacher=t, capture=st)
-        lines += [f"Teacher: {t.get('kind')} `{t.get('path')}` ({t.get('vocab_size')} logits). "
-                  f"Captured top-{m['settings']['top_k']} ({m['settings']['dtype']}) over {st.get('tokens', 0):,} tokens: "
-                  f"{st.get('seconds_per_1k_tokens')} s per 1k tokens, {st.get('bytes_per_token')} bytes per token.", ""]
+        lines += [
+            f"Teacher: {t.get('kind')} `{t.get('path')}` ({t.get('vocab_size')} logits). "
+            f"Captured top-{m['settings']['top_k']} ({m['settings']['dtype']}) over {st.get('tokens', 0):,} tokens: "
+            f"{st.get('seconds_per_1k_tokens')} s per 1k tokens, {st.get('bytes_per_token')} bytes per token.",
+            "",
+        ]
     if cfg.method == "sequence" and (out / "sequence" / "report.json").is_file():
         rep = json.loads((out / "sequence" / "report.json").read_text(encoding="utf-8"))
         info["sequence"] = rep
-        lines += ["| mode | answers | keep mode | correct | prompts solved | mean tokens (correct) | mean tokens (kept) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| mode | answers | keep mode | correct | prompts solved | mean tokens (correct) | mean tokens (kept) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for mode, s in rep["modes"].items():
-            lines.append(f"| {mode} | {s['answers']} | {s['keep_mode']} | {s['correct']} | {s['prompts_solved']}/{s['prompts']} "
-                         f"| {s['mean_tokens_correct']} | {s['mean_tokens_kept']} |")
+            lines.append(
+                f"| {mode} | {s['answers']} | {s['keep_mode']} | {s['correct']} | {s['prompts_solved']}/{s['prompts']} "
+                f"| {s['mean_tokens_correct']} | {s['mean_tokens_kept']} |"
+            )
         lines.append("")
     kd = cfg.kd
-    objective = (f"kd ({kd.loss}, temperature {kd.temperature}, ce_weight {kd.ce_weight})" if cfg.method == "logit"
-                 else "sft on the kept answers")
+    objective = (
+        f"kd ({kd.loss}, temperature {kd.temperature}, ce_weight {kd.ce_weight})"
+        if cfg.method == "logit"
+        else "sft on the kept answers"
+    )
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-    lines += [f"Student: {result.steps} steps of {objective}; final loss {result.final_loss:.4f}, validation "
-              f"cross-entropy {val}; model in `{result.model_dir}`.", ""]
-    info["student"] = {"steps": result.steps, "final_loss": result.final_loss, "val_loss": result.val_loss,
-                       "model_dir": str(result.model_dir), "seconds": result.seconds}
-    for name, text in (("distill.md", "\n".join(lines)), ("distill.json", json.dumps(info, indent=2, default=str))):
+    lines += [
+        f"Student: {result.steps} steps of {objective}; final loss {result.final_loss:.4f}, validation "
+        f"cross-entropy {val}; model in `{result.model_dir}`.",
+        "",
+    ]
+    info["student"] = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "val_loss": result.val_loss,
+        "model_dir": str(result.model_dir),
+        "seconds": result.seconds,
+    }
+    for name, text in (
+        ("distill.md", "\n".join(lines)),
+        ("distill.json", json.dumps(info, indent=2, default=str)),
+    ):
         tmp = out / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, out / name)

@@ -103,7 +103,9 @@ def load_prompts(g: GenerateConfig, source: str = "config") -> list[Prompt]:
 
         task = g.prompts.split(":", 1)[1]
         if task not in synth.TASKS:
-            raise ConfigError(f"{source}: generate.prompts {g.prompts!r}{did_you_mean(task, list(synth.TASKS))}")
+            raise ConfigError(
+                f"{source}: generate.prompts {g.prompts!r}{did_you_mean(task, list(synth.TASKS))}"
+            )
         records = synth.TASKS[task](g.n, seed=g.seed, levels=g.levels, split="train")
         return [_prompt_from_record(r, f"synth:{task}[{i}]", i) for i, r in enumerate(records)]
     path = Path(g.prompts)
@@ -166,9 +168,14 @@ def verify_code(prompt: Prompt, result: GenResult, timeout_s: float = 5.0) -> bo
         script = Path(tmp) / "check.py"
         script.write_text(program, encoding="utf-8")
         try:
-            proc = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp, capture_output=True,
-                                  timeout=timeout_s, env={"PATH": os.environ.get("PATH", "")},
-                                  preexec_fn=_limit_resources if os.name == "posix" else None)
+            proc = subprocess.run(
+                [sys.executable, "-I", str(script)],
+                cwd=tmp,
+                capture_output=True,
+                timeout=timeout_s,
+                env={"PATH": os.environ.get("PATH", "")},
+                preexec_fn=_limit_resources if os.name == "posix" else None,
+            )
         except subprocess.TimeoutExpired:
             return False
     return proc.returncode == 0
@@ -237,21 +244,39 @@ def generate(cfg: DistillConfig, teacher: Teacher | None = None, progress: bool 
     prompts = load_prompts(g, cfg.source)
     gen_path = out / GENERATIONS
     done = read_generations(gen_path)
-    jobs = [(p, mode, s) for s in range(g.samples) for mode in g.modes for p in prompts
-            if _key(p.id, mode, s) not in done]
+    jobs = [
+        (p, mode, s)
+        for s in range(g.samples)
+        for mode in g.modes
+        for p in prompts
+        if _key(p.id, mode, s) not in done
+    ]
     t0 = time.perf_counter()
     if jobs:
         teacher = teacher or load_teacher(cfg.teacher)
         # One seed per sample index: a local teacher batches all prompts of a round together.
-        requests = [GenRequest(p.messages, mode == "think", g.max_new_tokens, g.temperature, g.top_p,
-                               g.seed * 7919 + s) for p, mode, s in jobs]
+        requests = [
+            GenRequest(
+                p.messages, mode == "think", g.max_new_tokens, g.temperature, g.top_p, g.seed * 7919 + s
+            )
+            for p, mode, s in jobs
+        ]
         shown = {"n": 0, "t": 0.0}
         with open(gen_path, "a", encoding="utf-8") as f:
 
             def on_result(i: int, r: GenResult) -> None:
                 p, mode, s = jobs[i]
-                rec = {"key": _key(p.id, mode, s), "id": p.id, "mode": mode, "sample": s, "reasoning": r.reasoning,
-                       "answer": r.answer, "closed": r.closed, "tokens": r.tokens, "finish_reason": r.finish_reason}
+                rec = {
+                    "key": _key(p.id, mode, s),
+                    "id": p.id,
+                    "mode": mode,
+                    "sample": s,
+                    "reasoning": r.reasoning,
+                    "answer": r.answer,
+                    "closed": r.closed,
+                    "tokens": r.tokens,
+                    "finish_reason": r.finish_reason,
+                }
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
                 done[rec["key"]] = rec
@@ -272,16 +297,31 @@ def generate(cfg: DistillConfig, teacher: Teacher | None = None, progress: bool 
 
 
 def _result(rec: dict) -> GenResult:
-    return GenResult(rec.get("reasoning"), rec.get("answer") or "", bool(rec.get("closed")), int(rec.get("tokens") or 0),
-                     rec.get("finish_reason") or "")
+    return GenResult(
+        rec.get("reasoning"),
+        rec.get("answer") or "",
+        bool(rec.get("closed")),
+        int(rec.get("tokens") or 0),
+        rec.get("finish_reason") or "",
+    )
 
 
 def select(prompts: list[Prompt], generations: dict[str, dict], g: GenerateConfig) -> tuple[list[dict], dict]:
     """The shortest verified answer per prompt (and mode, with select = "per_mode") as SFT records,
     and per-mode counts."""
     records = []
-    stats = {m: {"answers": 0, "keep_mode": 0, "correct": 0, "prompts": 0, "prompts_solved": 0,
-                 "correct_tokens": 0, "kept_tokens": 0} for m in g.modes}
+    stats = {
+        m: {
+            "answers": 0,
+            "keep_mode": 0,
+            "correct": 0,
+            "prompts": 0,
+            "prompts_solved": 0,
+            "correct_tokens": 0,
+            "kept_tokens": 0,
+        }
+        for m in g.modes
+    }
     verifiers: dict[str, int] = {}
     for p in prompts:
         vname = verifier_for(g.verifier, p)
@@ -316,15 +356,26 @@ def select(prompts: list[Prompt], generations: dict[str, dict], g: GenerateConfi
             reply = {"role": "assistant", "content": r.answer}
             if mode == "think":
                 reply["reasoning_content"] = r.reasoning
-            records.append({"id": f"{p.id}/{mode}", "source_id": p.id, "mode": mode, "teacher_tokens": tokens,
-                            "sample": s, "messages": [*p.messages, reply], **p.meta})
+            records.append(
+                {
+                    "id": f"{p.id}/{mode}",
+                    "source_id": p.id,
+                    "mode": mode,
+                    "teacher_tokens": tokens,
+                    "sample": s,
+                    "messages": [*p.messages, reply],
+                    **p.meta,
+                }
+            )
             stats[mode]["kept_tokens"] += tokens
             stats[mode].setdefault("kept", 0)
             stats[mode]["kept"] += 1
     for st in stats.values():
         kept = st.get("kept", 0)
         st["kept"] = kept
-        st["mean_tokens_correct"] = round(st.pop("correct_tokens") / st["correct"], 2) if st["correct"] else None
+        st["mean_tokens_correct"] = (
+            round(st.pop("correct_tokens") / st["correct"], 2) if st["correct"] else None
+        )
         st["mean_tokens_kept"] = round(st.pop("kept_tokens") / kept, 2) if kept else None
     return records, {"modes": stats, "verifiers": verifiers, "records": len(records), "select": g.select}
 

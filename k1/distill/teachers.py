@@ -84,7 +84,9 @@ def tokenizer_fingerprint(path: str | Path) -> tuple[str, int] | None:
         except Exception as err:  # tokenizers raises a bare Exception on malformed files
             raise K1Error(f"{f}: not a valid tokenizer.json ({str(err).splitlines()[0][:200]})") from None
         return vocab_fingerprint(vocab), len(vocab)
-    if p.is_dir() and any((p / n).is_file() for n in ("tokenizer_config.json", "tokenizer.model", "vocab.json")):
+    if p.is_dir() and any(
+        (p / n).is_file() for n in ("tokenizer_config.json", "tokenizer.model", "vocab.json")
+    ):
         try:
             from transformers import AutoTokenizer
 
@@ -95,7 +97,9 @@ def tokenizer_fingerprint(path: str | Path) -> tuple[str, int] | None:
     return None
 
 
-def check_same_tokenizer(teacher: dict, student_tokenizer: str | None, student_vocab: int | None = None) -> None:
+def check_same_tokenizer(
+    teacher: dict, student_tokenizer: str | None, student_vocab: int | None = None
+) -> None:
     """Logit distillation compares distributions id by id: the student must use the teacher's
     tokenizer. `teacher` is a describe() dict (fingerprint, tokenizer_size, vocab_size)."""
     fp = teacher.get("fingerprint")
@@ -108,7 +112,7 @@ def check_same_tokenizer(teacher: dict, student_tokenizer: str | None, student_v
                 f"logit distillation needs the teacher's tokenizer, but the student's ({student_tokenizer}, "
                 f"{got[1]} tokens) differs from the teacher's ({teacher.get('tokenizer') or teacher.get('path')}, "
                 f"{teacher.get('tokenizer_size')} tokens): train the student with the teacher's tokenizer, or "
-                "use method = \"sequence\" (works across tokenizers)"
+                'use method = "sequence" (works across tokenizers)'
             )
     if student_vocab is not None and teacher.get("vocab_size") and teacher["vocab_size"] > student_vocab:
         if teacher.get("tokenizer_size") and teacher["tokenizer_size"] <= student_vocab:
@@ -174,8 +178,12 @@ class Teacher:
     def top_k(self, windows: np.ndarray, k: int, temperature: float, limit: int | None = None) -> TopK:
         raise NotImplementedError
 
-    def complete(self, requests: Sequence[GenRequest], on_result: Callable[[int, GenResult], None],
-                 batch_size: int = 16) -> None:
+    def complete(
+        self,
+        requests: Sequence[GenRequest],
+        on_result: Callable[[int, GenResult], None],
+        batch_size: int = 16,
+    ) -> None:
         raise NotImplementedError
 
 
@@ -192,13 +200,21 @@ class K1Teacher(Teacher):
 
         self.path = Path(cfg.path)
         self.device = _device(cfg.device)
-        self.model = checkpoint.load(self.path, dtype=_dtype(cfg.dtype, self.device), device=self.device).eval()
+        self.model = checkpoint.load(
+            self.path, dtype=_dtype(cfg.dtype, self.device), device=self.device
+        ).eval()
         tok_dir = cfg.tokenizer or (self.path if (self.path / "tokenizer.json").is_file() else None)
         self.tok_dir = tok_dir
         self._tok = None
         self.info = _describe_tokenizer(
-            {"kind": self.kind, "path": str(self.path), "vocab_size": self.model.config.vocab_size,
-             "parameters": self.model.num_parameters}, tok_dir)
+            {
+                "kind": self.kind,
+                "path": str(self.path),
+                "vocab_size": self.model.config.vocab_size,
+                "parameters": self.model.num_parameters,
+            },
+            tok_dir,
+        )
         self.fingerprint = self.info.get("fingerprint")
 
     def describe(self) -> dict:
@@ -231,15 +247,30 @@ class K1Teacher(Teacher):
             for j, r in enumerate(chunk):
                 groups.setdefault((r.max_new_tokens, r.temperature, r.top_p, r.seed), []).append(j)
             for (max_new, temp, top_p, seed), members in groups.items():
-                prompts = [tok.encode(tok.apply_chat_template(chunk[j].messages, add_generation_prompt=True,
-                                                              enable_thinking=chunk[j].think)) for j in members]
+                prompts = [
+                    tok.encode(
+                        tok.apply_chat_template(
+                            chunk[j].messages, add_generation_prompt=True, enable_thinking=chunk[j].think
+                        )
+                    )
+                    for j in members
+                ]
                 limit = self.model.config.max_position_embeddings - max(len(p) for p in prompts)
-                params = SamplingParams(max_new_tokens=max(1, min(max_new, limit)), temperature=temp, top_p=top_p,
-                                        stop_token_ids=tok.stop_ids, seed=seed)
+                params = SamplingParams(
+                    max_new_tokens=max(1, min(max_new, limit)),
+                    temperature=temp,
+                    top_p=top_p,
+                    stop_token_ids=tok.stop_ids,
+                    seed=seed,
+                )
                 for j, out in zip(members, generate(self.model, prompts, params), strict=True):
                     reply = split_reply(tok.decode(out.tokens), chunk[j].think)
-                    on_result(start + j, GenResult(reply.reasoning, reply.answer, reply.closed, len(out.tokens),
-                                                   out.finish_reason))
+                    on_result(
+                        start + j,
+                        GenResult(
+                            reply.reasoning, reply.answer, reply.closed, len(out.tokens), out.finish_reason
+                        ),
+                    )
 
 
 # ------------------------------------------------------------------------------------- transformers
@@ -256,16 +287,27 @@ class HFTeacher(Teacher):
         self.path = Path(cfg.path)
         self.device = _device(cfg.device)
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=_dtype(cfg.dtype, self.device))
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(self.path), dtype=_dtype(cfg.dtype, self.device)
+            )
         except (OSError, ValueError) as err:
-            raise K1Error(f"{self.path}: transformers cannot load it as a causal LM ({str(err).splitlines()[0][:200]})") from None
+            raise K1Error(
+                f"{self.path}: transformers cannot load it as a causal LM ({str(err).splitlines()[0][:200]})"
+            ) from None
         self.model.to(self.device).eval()
         tok_dir = cfg.tokenizer or self.path
         self.hf_tok = AutoTokenizer.from_pretrained(str(tok_dir))
         self.hf_tok.padding_side = "left"
         vocab = self.model.get_output_embeddings().weight.shape[0]
-        self.info = _describe_tokenizer({"kind": self.kind, "path": str(self.path), "vocab_size": int(vocab),
-                                         "parameters": sum(p.numel() for p in self.model.parameters())}, tok_dir)
+        self.info = _describe_tokenizer(
+            {
+                "kind": self.kind,
+                "path": str(self.path),
+                "vocab_size": int(vocab),
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
+            tok_dir,
+        )
         self.fingerprint = self.info.get("fingerprint")
 
     def describe(self) -> dict:
@@ -293,16 +335,22 @@ class HFTeacher(Teacher):
         for start in range(0, len(requests), batch_size):
             chunk = requests[start : start + batch_size]
             for j, r in enumerate(chunk):  # one at a time: per-request sampling settings and seeds
-                text = tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
-                                               enable_thinking=r.think)
+                text = tok.apply_chat_template(
+                    r.messages, tokenize=False, add_generation_prompt=True, enable_thinking=r.think
+                )
                 enc = tok(text, return_tensors="pt", add_special_tokens=False).to(self.device)
                 torch.manual_seed(r.seed)
                 sample = r.temperature > 0
-                out = self.model.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=sample,
-                                          temperature=r.temperature if sample else None,
-                                          top_p=r.top_p if sample else None, eos_token_id=stops or None,
-                                          pad_token_id=pad)
-                new = out[0, enc["input_ids"].shape[1]:].tolist()
+                out = self.model.generate(
+                    **enc,
+                    max_new_tokens=r.max_new_tokens,
+                    do_sample=sample,
+                    temperature=r.temperature if sample else None,
+                    top_p=r.top_p if sample else None,
+                    eos_token_id=stops or None,
+                    pad_token_id=pad,
+                )
+                new = out[0, enc["input_ids"].shape[1] :].tolist()
                 finish = "length"
                 if new and new[-1] in stops:
                     new, finish = new[:-1], "stop"
@@ -321,14 +369,27 @@ class OpenAITeacher(Teacher):
     def __init__(self, cfg: TeacherConfig):
         from k1.distill.client import EndpointClient, api_key_from_env
 
-        self.client = EndpointClient(cfg.path, allowed_hosts=cfg.allowed_hosts, api_key=api_key_from_env(cfg.api_key_env),
-                                     concurrency=cfg.concurrency, max_retries=cfg.max_retries, timeout_s=cfg.timeout_s)
+        self.client = EndpointClient(
+            cfg.path,
+            allowed_hosts=cfg.allowed_hosts,
+            api_key=api_key_from_env(cfg.api_key_env),
+            concurrency=cfg.concurrency,
+            max_retries=cfg.max_retries,
+            timeout_s=cfg.timeout_s,
+        )
         if not cfg.model:
             raise ConfigError("teacher.model is empty: the endpoint's model name (see its /v1/models)")
         self.model_name = cfg.model
         # The URL's host only: paths or query strings may carry tokens and do not belong in reports.
-        self.info = _describe_tokenizer({"kind": self.kind, "host": self.client.host, "model": cfg.model,
-                                         "path": f"{self.client.host} ({cfg.model})"}, cfg.tokenizer or None)
+        self.info = _describe_tokenizer(
+            {
+                "kind": self.kind,
+                "host": self.client.host,
+                "model": cfg.model,
+                "path": f"{self.client.host} ({cfg.model})",
+            },
+            cfg.tokenizer or None,
+        )
         self.info["vocab_size"] = self.info.get("tokenizer_size")
         self.fingerprint = self.info.get("fingerprint")
 
@@ -339,31 +400,51 @@ class OpenAITeacher(Teacher):
         if temperature != 1.0:
             raise K1Error("an endpoint returns log-probs at temperature 1: set capture.temperature = 1.0")
         if self.fingerprint is None:
-            raise K1Error("logit capture from an endpoint needs teacher.tokenizer (the tokenizer the endpoint "
-                          "serves) to check that the student can use its ids")
+            raise K1Error(
+                "logit capture from an endpoint needs teacher.tokenizer (the tokenizer the endpoint "
+                "serves) to check that the student can use its ids"
+            )
         windows = np.asarray(windows, dtype=np.int64)
         b, s = windows.shape[0], windows.shape[1] - 1
         ids = np.zeros((b, s, k), dtype=np.int64)
         logprobs = np.full((b, s, k), -np.inf, dtype=np.float32)
         leftover = np.zeros((b, s), dtype=np.float32)
-        payloads = [{"model": self.model_name, "prompt": w.tolist(), "max_tokens": 1, "temperature": 0.0,
-                     "prompt_logprobs": k} for w in windows]
+        payloads = [
+            {
+                "model": self.model_name,
+                "prompt": w.tolist(),
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": k,
+            }
+            for w in windows
+        ]
 
         def take(i: int, body: dict) -> None:
             try:
                 entries = body["choices"][0]["prompt_logprobs"]
             except (KeyError, IndexError, TypeError):
-                raise K1Error("the endpoint returned no prompt_logprobs: logit capture needs a server with "
-                              "vLLM's prompt_logprobs (or use method = \"sequence\")") from None
+                raise K1Error(
+                    "the endpoint returned no prompt_logprobs: logit capture needs a server with "
+                    'vLLM\'s prompt_logprobs (or use method = "sequence")'
+                ) from None
             if not isinstance(entries, list) or len(entries) != s + 1:
-                raise K1Error(f"the endpoint returned {len(entries) if isinstance(entries, list) else 'no'} "
-                              f"prompt log-prob entries for a {s + 1}-token prompt")
+                raise K1Error(
+                    f"the endpoint returned {len(entries) if isinstance(entries, list) else 'no'} "
+                    f"prompt log-prob entries for a {s + 1}-token prompt"
+                )
             for t in range(s):
                 entry = entries[t + 1]  # entry j: the distribution of prompt token j given those before it
                 if not isinstance(entry, dict) or not entry:
                     raise K1Error(f"prompt_logprobs entry {t + 1} is empty")
-                pairs = sorted(((float(v["logprob"] if isinstance(v, dict) else v), int(tid)) for tid, v in entry.items()
-                                if limit is None or int(tid) < limit), reverse=True)[:k]
+                pairs = sorted(
+                    (
+                        (float(v["logprob"] if isinstance(v, dict) else v), int(tid))
+                        for tid, v in entry.items()
+                        if limit is None or int(tid) < limit
+                    ),
+                    reverse=True,
+                )[:k]
                 for j, (lp, tid) in enumerate(pairs):
                     ids[i, t, j], logprobs[i, t, j] = tid, lp
                 leftover[i, t] = max(0.0, 1.0 - float(np.exp(np.array([lp for lp, _ in pairs])).sum()))
@@ -376,10 +457,16 @@ class OpenAITeacher(Teacher):
 
         payloads = []
         for r in requests:
-            p = {"model": self.model_name, "messages": r.messages, "max_tokens": r.max_new_tokens,
-                 "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed,
-                 # vLLM and SGLang pass these to the chat template (A.X K1, Qwen3 style think switch).
-                 "chat_template_kwargs": {"enable_thinking": r.think}}
+            p = {
+                "model": self.model_name,
+                "messages": r.messages,
+                "max_tokens": r.max_new_tokens,
+                "temperature": r.temperature,
+                "top_p": r.top_p,
+                "seed": r.seed,
+                # vLLM and SGLang pass these to the chat template (A.X K1, Qwen3 style think switch).
+                "chat_template_kwargs": {"enable_thinking": r.think},
+            }
             payloads.append(p)
 
         def take(i: int, body: dict) -> None:
@@ -397,7 +484,9 @@ class OpenAITeacher(Teacher):
                 reply_r, answer, closed = reply.reasoning, reply.answer, reply.closed
             usage = body.get("usage") or {}
             tokens = int(usage.get("completion_tokens") or 0) or len(content) + len(reasoning or "")
-            on_result(i, GenResult(reply_r, answer, closed, tokens, str(choice.get("finish_reason") or "stop")))
+            on_result(
+                i, GenResult(reply_r, answer, closed, tokens, str(choice.get("finish_reason") or "stop"))
+            )
 
         self.client.post_many("/chat/completions", payloads, take)
 
@@ -411,7 +500,9 @@ def detect_kind(path: str) -> str:
     p = Path(path)
     cfg = p / "config.json"
     if not cfg.is_file():
-        raise K1Error(f"teacher.path {path!r}: neither an endpoint URL nor a model directory (no config.json)")
+        raise K1Error(
+            f"teacher.path {path!r}: neither an endpoint URL nor a model directory (no config.json)"
+        )
     try:
         model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
