@@ -173,12 +173,30 @@ def task_accuracy(model, tok, problems, max_new: int) -> dict:
     }
 
 
-def step_overhead(model, capture_dir: Path, args, kd_options: dict, repeats: int) -> dict:
-    """Forward + backward time of the KD objective vs cross-entropy, same student, same batch."""
-    from k1.distill import CapturedWindows
+def task_ce(model, tok, problems) -> float:
+    """Mean cross-entropy of the worked solution (think mode: reasoning, answer, end of turn) given
+    the question: how well a model knows the task when it cannot yet solve it outright."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for p in problems:
+            prompt = tok.encode(
+                tok.apply_chat_template([p["messages"][0]], add_generation_prompt=True, enable_thinking=True)
+            )
+            full = conversation(tok, p, think=True)
+            assert full[: len(prompt)] == prompt
+            ids = torch.tensor(full)[None]
+            logp = torch.log_softmax(model(ids[:, :-1]).float(), -1)[0]
+            tgt = ids[0, 1:]
+            nll = -logp[torch.arange(len(tgt)), tgt][len(prompt) - 1 :]
+            total += float(nll.sum())
+            count += len(nll)
+    return total / count
+
+
+def step_overhead(model, batch: dict, kd_options: dict, repeats: int) -> dict:
+    """Forward + backward time of the KD objective vs cross-entropy, same model, same batch."""
     from k1.objectives import OBJECTIVES
 
-    batch = CapturedWindows(capture_dir, seed=0).batch(0, args.batch_size)
     plain = {"input_ids": batch["input_ids"]}
     model.train()
     times = {"ce": [], "kd": []}
@@ -207,21 +225,23 @@ def main() -> None:
         "--think-share",
         type=float,
         default=0.75,
-        help="problems written in think mode (the rest non-think); above 0.5 so that greedy decoding after "
-        "the think prompt reasons instead of closing the block at once",
+        help="problems written in think mode (the rest non-think); above 0.5 so that greedy decoding "
+        "after the think prompt reasons instead of closing the block at once",
     )
     ap.add_argument("--levels", type=int, default=1, help="arithmetic levels 1..L")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--teacher-steps", type=int, default=600)
-    ap.add_argument("--steps", type=int, default=300, help="student steps (both students)")
+    ap.add_argument("--teacher-steps", type=int, default=250)
+    ap.add_argument(
+        "--steps", type=int, default=200, help="student steps (both students; one pass over their windows)"
+    )
     ap.add_argument("--top-k", type=int, default=32)
     ap.add_argument("--loss", default="forward_kl")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.5)
     ap.add_argument("--eval-problems", type=int, default=200)
-    ap.add_argument("--reuse", action="store_true", help="keep data, teacher and capture from an earlier run")
+    ap.add_argument("--reuse", action="store_true", help="keep data and teacher from an earlier run")
     args = ap.parse_args()
     if args.quick:
         args.problems, args.teacher_steps, args.steps, args.eval_problems = 400, 20, 10, 20
@@ -230,6 +250,8 @@ def main() -> None:
 
     import k1
     from k1 import distill, synth, tokenizer
+    from k1.config import ModelConfig
+    from k1.model import Transformer
     from k1.train import TokenWindows, run
 
     out = Path(args.out)
@@ -240,9 +262,17 @@ def main() -> None:
         tokenizer.train_default(out / "tok", args.vocab, overwrite=True)
     tok = tokenizer.load(out / "tok")
     if not (args.reuse and (out / "val.npy").is_file()):
-        data = build_data(out, tok, args)
-        (out / "data.json").write_text(json.dumps(data, indent=2))
+        (out / "data.json").write_text(json.dumps(build_data(out, tok, args), indent=2))
     data = json.loads((out / "data.json").read_text())
+    # The students' windows: the first steps x batch windows of the training stream, one pass.
+    train_tokens = np.load(out / "train.npy")
+    n_student = args.steps * args.batch_size
+    if n_student * args.seq_len + 1 > len(train_tokens):
+        sys.exit(
+            f"bench/distill.py: {args.steps} steps x {args.batch_size} need more than the {len(train_tokens):,} "
+            "training tokens; add --problems or lower --steps"
+        )
+    np.save(out / "student.npy", train_tokens[: n_student * args.seq_len + 1])
     timings["data_s"] = time.perf_counter() - t0
     print(f"data: {data}", file=sys.stderr)
 
@@ -288,7 +318,7 @@ def main() -> None:
             "out_dir": str(out / "kd"),
             "teacher": {"path": str(teacher_dir), "device": "cpu", "dtype": "float32"},
             "capture": {
-                "data": str(out / "train.npy"),
+                "data": str(out / "student.npy"),
                 "val_data": str(out / "val.npy"),
                 "seq_len": args.seq_len,
                 "top_k": args.top_k,
@@ -301,11 +331,11 @@ def main() -> None:
         }
     )
     t0 = time.perf_counter()
-    manifest = distill.capture(dcfg, overwrite=not args.reuse)
+    manifest = distill.capture(dcfg, overwrite=True)
     timings["capture_s"] = time.perf_counter() - t0
     cap = out / "kd" / "capture"
 
-    hard_cfg = train_cfg(out / "student_hard", str(out / "train.npy"), args, args.steps, student_model)
+    hard_cfg = train_cfg(out / "student_hard", str(out / "student.npy"), args, args.steps, student_model)
     kd_cfg = train_cfg(
         out / "student_kd",
         str(cap),
@@ -316,64 +346,82 @@ def main() -> None:
         objective="kd",
         objective_options=kd_options,
     )
-    # Same batches for both students: the capture keeps the training windows in order.
+    # Same batches for both students: the capture keeps the windows in order, sampled alike.
     a = distill.CapturedWindows(cap, seed=0).batch(0, 4)["input_ids"]
-    b = TokenWindows(
-        [np.load(out / "train.npy")[: manifest["windows_in_data"] * args.seq_len + 1]], args.seq_len, 0
-    ).batch(0, 4)["input_ids"]
+    b = TokenWindows([np.load(out / "student.npy")], args.seq_len, 0).batch(0, 4)["input_ids"]
     assert torch.equal(a, b), "the two students would not see the same batches"
 
     results: dict = {"args": vars(args), "data": data, "capture": manifest["stats"]}
     runs = {}
     for name, cfg in (("hard", hard_cfg), ("kd", kd_cfg)):
         t0 = time.perf_counter()
-        res = run(cfg, progress=True)
-        runs[name] = res
-        steps_s = [h for h in res.history]
+        runs[name] = res = run(cfg, progress=True)
         results[name] = {
             "train_s": round(time.perf_counter() - t0, 1),
-            "median_tokens_per_s": round(statistics.median(h["tokens_per_s"] for h in steps_s), 1),
+            "median_tokens_per_s": round(statistics.median(h["tokens_per_s"] for h in res.history), 1),
         }
 
     val = TokenWindows([np.load(out / "val.npy")], args.seq_len, 0)
     test = synth.arithmetic(args.eval_problems, seed=7, levels=tuple(range(1, args.levels + 1)), split="test")
-    max_new = 64
     for name, path in (
         ("teacher", teacher_dir),
         ("hard", runs["hard"].model_dir),
         ("kd", runs["kd"].model_dir),
     ):
         model = k1.load(path).float().eval()
-        results.setdefault(name, {})
-        results[name]["params"] = model.num_parameters
-        results[name]["val_ce"] = round(val_ce(model, val, 32), 4)
-        results[name]["task"] = task_accuracy(model, tok, test, max_new)
-        print(name, results[name], file=sys.stderr)
-    student = k1.load(runs["kd"].model_dir).float()
-    results["step_overhead"] = step_overhead(
-        student, cap, args, kd_options, repeats=20 if not args.quick else 3
-    )
+        r = results.setdefault(name, {})
+        r["params"] = model.num_parameters
+        r["val_ce"] = round(val_ce(model, val, 32), 4)
+        r["task_ce"] = round(task_ce(model, tok, test), 4)
+        r["task"] = task_accuracy(model, tok, test, 64)
+        print(name, r, file=sys.stderr)
+
+    batch = distill.CapturedWindows(cap, seed=0).batch(0, args.batch_size)
+    repeats = 3 if args.quick else 15
+    results["step_overhead"] = {
+        "student": step_overhead(k1.load(runs["kd"].model_dir).float(), batch, kd_options, repeats)
+    }
+    for hidden, layers in (
+        (256, 4),
+        (512, 8),
+    ):  # the same loss on bigger bodies: the overhead is per vocabulary entry
+        torch.manual_seed(0)
+        big = Transformer(
+            ModelConfig.preset(
+                "tiny",
+                vocab_size=tok.vocab_size,
+                hidden_size=hidden,
+                num_hidden_layers=layers,
+                intermediate_size=3 * hidden,
+                moe_intermediate_size=hidden // 2,
+                num_nextn_predict_layers=0,
+            )
+        )
+        key = f"h{hidden}_l{layers}_{big.num_parameters / 1e6:.1f}M"
+        results["step_overhead"][key] = step_overhead(big, batch, kd_options, max(2, repeats // 3))
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
     def acc(r, m):
         return f"{100 * r['task'][m]['accuracy']:.1f}%"
 
-    print("\n| model | params | steps | val CE | think acc | non-think acc |")
-    print("|---|---|---|---|---|---|")
+    print("\n| model | params | steps | val CE | task CE | think acc | non-think acc |")
+    print("|---|---|---|---|---|---|---|")
     for name, steps in (("teacher", args.teacher_steps), ("hard", args.steps), ("kd", args.steps)):
         r = results[name]
         print(
-            f"| {name} | {r['params']:,} | {steps} | {r['val_ce']:.4f} | {acc(r, 'think')} | {acc(r, 'non_think')} |"
+            f"| {name} | {r['params']:,} | {steps} | {r['val_ce']:.4f} | {r['task_ce']:.4f} | {acc(r, 'think')} | "
+            f"{acc(r, 'non_think')} |"
         )
-    c, o = manifest["stats"], results["step_overhead"]
+    c = manifest["stats"]
     print(
         f"\ncapture: {c['tokens']:,} tokens, {c['seconds_per_1k_tokens']} s per 1k tokens, "
         f"{c['bytes_per_token']} bytes per token (top-{args.top_k}, fp16)"
     )
+    for key, o in results["step_overhead"].items():
+        print(f"KD step ({key}): {o['kd_ms']} ms vs {o['ce_ms']} ms cross-entropy (x{o['kd_over_ce']})")
     print(
-        f"KD step overhead: {o['kd_ms']} ms vs {o['ce_ms']} ms (x{o['kd_over_ce']}); end to end "
-        f"{results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s"
+        f"end to end: {results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s"
     )
 
 

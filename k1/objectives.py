@@ -177,31 +177,52 @@ def student_buckets(log_q_full: torch.Tensor, ids: torch.Tensor, valid: torch.Te
     return torch.cat((top, tail), dim=-1)
 
 
-def kd_from_log_probs(log_q: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
-                      teacher_leftover: torch.Tensor, loss: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
+def kd_from_log_probs(
+    log_q: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    teacher_leftover: torch.Tensor,
+    loss: str = "forward_kl",
+    beta: float = 0.5,
+) -> torch.Tensor:
     """Per-position divergence (positions,) from the student's softened log-probs (positions, vocab)
     and the teacher's top-k: ids and log-probs (positions, k), leftover mass (positions,)."""
     if int(teacher_ids.max()) >= log_q.shape[-1]:
         from k1.errors import K1Error
 
-        raise K1Error(f"teacher token id {int(teacher_ids.max())} is outside the student's vocabulary "
-                      f"({log_q.shape[-1]}); logit distillation needs the teacher's tokenizer")
+        raise K1Error(
+            f"teacher token id {int(teacher_ids.max())} is outside the student's vocabulary "
+            f"({log_q.shape[-1]}); logit distillation needs the teacher's tokenizer"
+        )
     valid = teacher_logprobs > float("-inf")
     log_p = teacher_buckets(teacher_logprobs, teacher_leftover)
     return get_kd_loss(loss)(log_p, student_buckets(log_q, teacher_ids.long(), valid), beta)
 
 
-def kd_divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
-                  teacher_leftover: torch.Tensor, loss: str = "forward_kl", temperature: float = 1.0,
-                  beta: float = 0.5) -> torch.Tensor:
+def kd_divergence(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    teacher_leftover: torch.Tensor,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> torch.Tensor:
     """Per-position divergence (positions,) between the student's logits (positions, vocab), softened
     by `temperature`, and the teacher's top-k, which the capture already softened by the same one."""
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return kd_from_log_probs(log_q, teacher_ids, teacher_logprobs, teacher_leftover, loss, beta)
 
 
-def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", temperature: float = 1.0,
-            ce_weight: float = 0.5, beta: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+def distill(
+    model,
+    batch,
+    mtp_weight: float = 0.0,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    ce_weight: float = 0.5,
+    beta: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Knowledge distillation: (1 - ce_weight) x temperature^2 x mean divergence from the teacher
     (KD_LOSSES[loss]) + ce_weight x cross-entropy on the real next token, plus the MTP losses on the
     real tokens. temperature^2 keeps gradient sizes comparable across temperatures (Hinton et al.).
@@ -217,8 +238,12 @@ def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", tem
     mask = _attention_mask(batch, inputs)
     positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
-    out = model(inputs, attention_mask=None if mask is None else mask[:, None],
-                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp)
+    out = model(
+        inputs,
+        attention_mask=None if mask is None else mask[:, None],
+        position_ids=None if positions is None else positions[:, :-1],
+        return_mtp=use_mtp,
+    )
     logits, mtp_logits = out if use_mtp else (out, [])
     keep = (targets != -100).flatten()
     n = keep.sum().clamp(min=1)
@@ -237,8 +262,14 @@ def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", tem
     if "teacher_ids" in batch and bool(keep.any()):
         if temperature != 1.0:
             log_q = F.log_softmax(logits_t / temperature, dim=-1)
-        div = kd_from_log_probs(log_q, rows(batch["teacher_ids"]), rows(batch["teacher_logprobs"]),
-                                rows(batch["teacher_leftover"]), loss, beta)
+        div = kd_from_log_probs(
+            log_q,
+            rows(batch["teacher_ids"]),
+            rows(batch["teacher_logprobs"]),
+            rows(batch["teacher_leftover"]),
+            loss,
+            beta,
+        )
         kd = div.sum() / n
         metrics["kd"] = kd.item()
         total = (1 - ce_weight) * temperature**2 * kd + ce_weight * ce
@@ -249,7 +280,9 @@ def distill(model, batch, mtp_weight: float = 0.0, loss: str = "forward_kl", tem
             tg = targets[:, k:]  # position i predicts token i + k + 1
             if seg is not None:
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
-            depth_ce = F.cross_entropy(lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum")
+            depth_ce = F.cross_entropy(
+                lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum"
+            )
             depth_losses.append(depth_ce / (tg != -100).sum().clamp(min=1))
         mtp_loss = torch.stack(depth_losses).mean()
         metrics["mtp"] = mtp_loss.item()
