@@ -76,7 +76,9 @@ def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tens
     logits, mtp_logits = out if use_mtp else (out, [])
 
     def mean_ce(lg, tg):
-        total = F.cross_entropy(lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum")
+        total = torch.nn.functional.cross_entropy(
+            lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum"
+        )
         return total / (tg != -100).sum().clamp(min=1)
 
     loss = mean_ce(logits, targets)

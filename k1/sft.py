@@ -136,6 +136,10 @@ def to_messages(rec: Any, where: str, cfg: TrainConfig) -> list[dict]:
                 raise K1Error(
                     f"{where}: unknown role {role!r}; messages need role {', '.join(ROLES)} and content"
                 )
+            if not isinstance(m.get("content"), (str, list, type(None))) or not isinstance(
+                m.get("reasoning_content"), (str, type(None))
+            ):
+                raise K1Error(f"{where}: a {m['role']} message's content and reasoning_content must be text")
             out.append(dict(m))
     elif "instruction" in rec and "output" in rec:
         prompt = _text(rec["instruction"], where, "instruction")

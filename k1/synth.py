@@ -371,6 +371,7 @@ def to_record(p: Problem, level: int, split: str, index: int, seed: int) -> dict
         "task": "arithmetic",
         "level": level,
         "template": p.template,
+        "key": p.key,
         "question": p.question,
         "reasoning": p.reasoning,
         "answer": p.answer,
@@ -394,8 +395,8 @@ def arithmetic(n: int, seed: int = 0, levels=LEVELS, split: str = "train") -> li
     rng = random.Random(f"k1.synth.arithmetic/{split}/{seed}")
     seen: set[str] = set()
     out = []
-    # Small levels have a few thousand distinct problems per split; give up instead of looping forever.
-    budget = 200 * n + 1000
+    # Level 1 has a few hundred distinct test problems: give up instead of looping forever.
+    budget = 20_000
     while len(out) < n:
         level = levels[len(out) % len(levels)]
         for _ in range(budget):

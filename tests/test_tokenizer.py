@@ -40,7 +40,10 @@ MESSAGES = [
         "role": "assistant",
         "content": "",
         "reasoning_content": "날씨 도구를 불러야 한다.",
-        "tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": {"city": "서울"}}}],
+        "tool_calls": [
+            {"type": "function", "function": {"name": "weather", "arguments": {"city": "서울"}}},
+            {"type": "function", "function": {"name": "weather", "arguments": '{"city": "부산"}'}},
+        ],
     },
     {"role": "tool", "content": '{"sky": "맑음", "temp_c": 20}'},
     {"role": "assistant", "content": "<think>\n도구 결과를 정리하자.\n</think>\n\n서울은 맑고 20도예요."},
@@ -97,6 +100,17 @@ def test_multiword_tokens_join_korean_eojeol(tok_dir, tok):
         assert tok.encode(phrase) == [texts.index(phrase)]
     # Stage-2 merges never swallow what stage 1 splits off: a Latin word after a phrase stays apart.
     assert tok.decode(tok.encode(phrases[0] + "GPU")) == phrases[0] + "GPU"
+
+
+def test_corpus_without_korean_still_gets_the_full_vocab(tmp_path):
+    """Regression: the merges reserved for Korean phrases were lost when there was no Korean."""
+    cfg = TokenizerConfig(weights=parse_weights("en=1,code=1"))
+    inputs = [f"en:{ASSETS / 'en.txt'}", f"code:{ASSETS / 'code.txt'}"]
+    out = train(inputs, 1000, tmp_path / "t", config=cfg, progress=False, log=lambda *_: None)
+    stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
+    assert stats["multiword_tokens"] == 0 and load(out).vocab_size == 1000
+    text = (ASSETS / "en.txt").read_text()[:5000]
+    assert load(out).decode(load(out).encode(text)) == text
 
 
 def test_config_file_and_unknown_keys(tmp_path):
@@ -280,6 +294,9 @@ def test_long_lines_and_batches(tok):
     ids = tok.encode_batch(texts)
     assert [tok.decode(i) for i in ids] == texts
     assert ids == [tok.encode(t) for t in texts]
+    import numpy as np
+
+    assert tok.decode(np.array(ids[3][:50])) == tok.decode(ids[3][:50])
 
 
 # -- transformers parity ------------------------------------------------------------------------------
@@ -322,7 +339,10 @@ def test_thinking_switch_and_turn_layout(tok):
     full = tok.apply_chat_template(MESSAGES, tools=TOOLS)
     # Reasoning of turns before the last user message is dropped; tool calls and results stay.
     assert "도구 결과를 정리하자" not in full and "날씨 도구를" not in full
-    assert '<tool_call>\n{"name": "weather", "arguments": {"city": "서울"}}\n</tool_call><|end|>' in full
+    assert (
+        '<tool_call>\n{"name": "weather", "arguments": {"city": "서울"}}\n</tool_call>\n<tool_call>' in full
+    )
+    assert '{"name": "weather", "arguments": {"city": "부산"}}\n</tool_call><|end|>' in full
     assert '<|tool|>\n<tool_response>\n{"sky": "맑음", "temp_c": 20}\n</tool_response><|end|>' in full
     assert '"description": "도시의 현재 날씨"' in full  # tool schemas keep Hangul readable
     # A final assistant turn (what SFT trains on) keeps its reasoning, or an empty think block.

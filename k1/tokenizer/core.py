@@ -83,7 +83,7 @@ class Tokenizer:
 
     def decode(self, ids, *, skip_special: bool = False) -> str:
         """Text of `ids`. Keeps special tokens by default so decode(encode(x)) == x for any x."""
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special)
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special)
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)

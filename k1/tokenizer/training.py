@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ def train(
     from tokenizers import AddedToken, trainers
     from tokenizers.pre_tokenizers import ByteLevel
 
-    config = config or TokenizerConfig()
+    config = dataclasses.replace(config or TokenizerConfig())  # a copy: the caller's object is left as it was
     if vocab_size is not None:
         config.vocab_size = vocab_size
     config.validate()
@@ -99,13 +100,19 @@ def train(
             f"the language weights {config.weights} select none of the text found ({have} bytes); adjust --weights"
         )
 
+    planned = ", ".join(
+        f"{lang} {available[lang] * rates[lang] / 1e6:.1f} MB" for lang in available if rates[lang]
+    )
+    log(f"{len(corpus.sources)} file(s) read; training on {planned}")
     backend = build_backend(config)
     specials = special_tokens(config.special_block)
-    # With multiword merges, stage 1 learns all but multiword_share of the merges on single words.
+    # With multiword merges, stage 2 gets multiword_share of the merges; stage 1 learns the full
+    # vocabulary anyway and its last merges are set aside, to be put back if stage 2 finds fewer
+    # phrases than that (a corpus with little Korean still gets the vocabulary size asked for).
     merges_total = config.vocab_size - len(specials) - 256
     stage2_merges = int(config.multiword_share * merges_total)
     trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size - stage2_merges,
+        vocab_size=config.vocab_size,
         min_frequency=config.min_frequency,
         special_tokens=[AddedToken(t, special=True, normalized=False) for t, _ in specials],
         initial_alphabet=ByteLevel.alphabet(),
@@ -125,9 +132,15 @@ def train(
 
     data = json.loads(backend.to_str())
     if stage2_merges:
+        log(
+            f"stage 2: {stage2_merges:,} merges over Korean phrases of up to {config.multiword_max_words} eojeol"
+        )
         with _threads(threads):
             docs = corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, {})
-            stats["multiword_tokens"] = add_multiword_merges(data, docs, config, stage2_merges, progress)
+            spare = set_aside_last_merges(data, stage2_merges)
+            stats["multiword_tokens"] = add_multiword_merges(
+                data, docs, config, stage2_merges, spare, progress
+            )
     seconds = time.perf_counter() - start
     # The trainer registers every special token as "special"; the think and tool tags are markup
     # users should see in decoded text (skip_special_tokens keeps them), so unmark those.
@@ -207,11 +220,33 @@ _MAX_IDS = 0x10FFFF - _ID_BASE
 MAX_STAGE2_TOKENS = 100_000_000
 
 
+def set_aside_last_merges(data: dict, n: int) -> list[tuple[str, int, list[list[str]]]]:
+    """Remove the n highest-id tokens (the last merges learned) from a BPE tokenizer JSON; returns
+    them, lowest id first, as (token, id, merges that make it) so they can be put back."""
+    model = data["model"]
+    vocab, merges = model["vocab"], model["merges"]
+    cut = len(vocab) - n
+    spare = {t: i for t, i in vocab.items() if i >= cut}
+    kept_vocab = {t: i for t, i in vocab.items() if i < cut}
+    making: dict[str, list[list[str]]] = {}
+    kept_merges = []
+    for left, right in merges:
+        if left + right in spare:
+            making.setdefault(left + right, []).append([left, right])
+        elif left in kept_vocab and right in kept_vocab:
+            kept_merges.append([left, right])
+    model["vocab"], model["merges"] = kept_vocab, kept_merges
+    return sorted(((t, i, making.get(t, [])) for t, i in spare.items()), key=lambda x: x[1])
+
+
 def add_multiword_merges(
-    data: dict, docs, config: TokenizerConfig, n_merges: int, progress: bool = False
+    data: dict, docs, config: TokenizerConfig, n_merges: int, spare=(), progress: bool = False
 ) -> int:
     """Stage 2 of multiword (SuperBPE) training: continue BPE over Korean phrases. Extends the
     tokenizer JSON `data` in place (merges, vocab, pre-tokenizer) and returns the tokens added.
+
+    If stage 2 adds fewer than n_merges tokens, tokens from `spare` (set aside from stage 1, lowest
+    id first) are put back ahead of the stage-2 merges to make up the vocabulary size.
 
     Each phrase (up to multiword_max_words eojeol, as the final pre-tokenizer cuts it) is encoded
     with the stage-1 tokenizer, its ids turned into characters, and a second BPE trainer learns
@@ -252,32 +287,38 @@ def add_multiword_merges(
                 break
     if batch:
         flush()
-    if not phrases:
-        return 0
-
-    stage2 = Tokenizer(models.BPE())
-    stage2.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.BpeTrainer(
-        vocab_size=len(alphabet) + n_merges, min_frequency=config.min_frequency, show_progress=progress
-    )
-    stage2.train_from_iterator(
-        (" ".join(phrases[i : i + 1024]) for i in range(0, len(phrases), 1024)), trainer
-    )
-    learned = json.loads(stage2.to_str())["model"]["merges"]
+    learned: list[list[str]] = []
+    if phrases:
+        stage2 = Tokenizer(models.BPE())
+        stage2.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.BpeTrainer(
+            vocab_size=len(alphabet) + n_merges, min_frequency=config.min_frequency, show_progress=progress
+        )
+        stage2.train_from_iterator(
+            (" ".join(phrases[i : i + 1024]) for i in range(0, len(phrases), 1024)), trainer
+        )
+        learned = json.loads(stage2.to_str())["model"]["merges"]
 
     by_id = {i: t for t, i in vocab.items()}
 
     def text(chars: str) -> str:
         return "".join(by_id[ord(c) - _ID_BASE] for c in chars)
 
-    added = 0
+    phrase_merges = [(text(a), text(b)) for a, b in learned]
+    new = {left + right for left, right in phrase_merges} - set(vocab)
     merges = data["model"]["merges"]
-    for a, b in learned:
-        left, right = text(a), text(b)
+    # Make up a shortfall with stage-1 tokens, ranked before the phrase merges (which were learned
+    # on top of stage 1 without them; any merge order gives a lossless tokenizer).
+    for token, _, making in spare[: max(0, n_merges - len(new))]:
+        if token in vocab:
+            continue
+        vocab[token] = len(vocab)
+        merges.extend(m for m in making if m[0] in vocab and m[1] in vocab)
+    added = 0
+    for left, right in phrase_merges:
         merged = left + right
         if merged not in vocab:
             vocab[merged] = len(vocab)
-            by_id[vocab[merged]] = merged
             added += 1
         merges.append([left, right])
     split = data["pre_tokenizer"]["pretokenizers"][0]
