@@ -212,7 +212,7 @@ def kd_divergence(
 ) -> torch.Tensor:
     """Per-position divergence (positions,) between the student's logits (positions, vocab), softened
     by `temperature`, and the teacher's top-k, which the capture already softened by the same one."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     return kd_from_log_probs(log_q, teacher_ids, teacher_logprobs, teacher_leftover, loss, beta)
 
 
@@ -257,13 +257,13 @@ def distill(
 
     logits_t = rows(logits).float()
     # One log-softmax serves the cross-entropy and, at temperature 1, the divergence.
-    log_q = F.log_softmax(logits_t, dim=-1)
+    log_q = torch.log_softmax(logits_t, dim=-1)
     ce = -log_q.gather(-1, rows(targets)[:, None]).sum() / n
     metrics = {"ce": ce.item()}
     total = ce
     if "teacher_ids" in batch and bool(keep.any()):
         if temperature != 1.0:
-            log_q = F.log_softmax(logits_t / temperature, dim=-1)
+            log_q = torch.log_softmax(logits_t / temperature, dim=-1)
         div = kd_from_log_probs(
             log_q,
             rows(batch["teacher_ids"]),
@@ -282,7 +282,7 @@ def distill(
             tg = targets[:, k:]  # position i predicts token i + k + 1
             if seg is not None:
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
-            depth_ce = F.cross_entropy(
+            depth_ce = torch.nn.functional.cross_entropy(
                 lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum"
             )
             depth_losses.append(depth_ce / (tg != -100).sum().clamp(min=1))

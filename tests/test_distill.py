@@ -616,3 +616,46 @@ def test_code_verifier_runs_the_tests_with_limits():
     assert verify_code(p, answer("```python\ndef add(a, b):\n    return a + b\n```"))
     assert not verify_code(p, answer("```python\ndef add(a, b):\n    return a - b\n```"))
     assert not verify_code(p, answer("def add(a, b):\n    while True:\n        pass\n"), timeout_s=1.0)
+
+
+def test_sequence_level_trains_a_student_with_another_tokenizer(workdir, tmp_path):
+    """Sequence-level output is text: a student with a different tokenizer trains on it (SFT)."""
+    table = {
+        (f"{a} + {b}?", think): [
+            f"{a} + {b} = {a + b}\n</think>\n\n정답: {a + b}" if think else f"정답: {a + b}"
+        ]
+        for a in range(3, 9)
+        for b in (2, 5)
+        for think in (True, False)
+    }
+    prompts = [
+        {"id": f"{a}-{b}", "question": f"{a} + {b}?", "answer": a + b} for a in range(3, 9) for b in (2, 5)
+    ]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(p) for p in prompts) + "\n", encoding="utf-8")
+    cfg = distill.DistillConfig.from_dict(
+        {
+            "out_dir": str(tmp_path / "out"),
+            "method": "sequence",
+            "teacher": {"path": str(workdir / "teacher")},
+            "generate": {"prompts": str(tmp_path / "p.jsonl"), "samples": 1},
+            "train": {
+                "tokenizer": str(workdir / "tok_other"),
+                "seq_len": 64,
+                "max_steps": 2,
+                "batch_size": 2,
+                "warmup_steps": 0,
+                "eval_every": 2,
+                "save_every": 2,
+                "precision": "fp32",
+                "peak_tflops": 1.0,
+                "model": {"init": "tiny", "num_hidden_layers": 1, "hidden_size": 32},
+            },
+        }
+    )
+    report = distill.generate(cfg, teacher=ScriptedTeacher(table), progress=False)
+    assert report["records"] == 24
+    tcfg = distill.train_config(cfg)
+    assert (tcfg.data_format, tcfg.objective, tcfg.think_ratio) == ("chat", "sft", 1.0)
+    res = distill.train(cfg, progress=False)
+    assert k1.load(res.model_dir).config.vocab_size == 520  # the student's own tokenizer
+    assert "think" in (tmp_path / "out" / "distill.md").read_text()

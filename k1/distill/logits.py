@@ -174,7 +174,14 @@ def capture(
     info = teacher.describe()
     data_tok = _data_tokenizer(c.data)
     if data_tok and info.get("fingerprint"):
-        check_same_tokenizer(info, data_tok)
+        from k1.distill.teachers import tokenizer_fingerprint
+
+        got = tokenizer_fingerprint(data_tok)
+        if got is not None and got[0] != info["fingerprint"]:
+            raise K1Error(
+                f"{c.data} was tokenized with {data_tok} ({got[1]} tokens), not with the teacher's tokenizer "
+                f"({info.get('tokenizer')}, {info.get('tokenizer_size')} tokens): tokenize it with the teacher's"
+            )
     limit = info.get("tokenizer_size") or info.get("vocab_size")
     target = train.n if not c.max_windows else min(train.n, c.max_windows)
     settings = {k: getattr(c, k) for k in SAME_KEYS}

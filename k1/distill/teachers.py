@@ -367,8 +367,9 @@ class OpenAITeacher(Teacher):
     kind = "openai"
 
     def __init__(self, cfg: TeacherConfig):
-        from k1.distill.client import EndpointClient, api_key_from_env
+        from k1.distill.client import EndpointClient, api_key_from_env, check_host
 
+        check_host(cfg.path, cfg.allowed_hosts)  # first: a refused host is reported before anything else
         self.client = EndpointClient(
             cfg.path,
             allowed_hosts=cfg.allowed_hosts,
