@@ -327,17 +327,17 @@ def token_sources(cfg: TrainConfig) -> tuple[TokenWindows, TokenWindows, int | N
     return train, val, data_vocab
 
 
-# How `data` is read, by `data_format`. A source returns (train, validation, vocab size or None);
-# train and validation offer `n` (samples per epoch), `batch(first, count)` (the run's samples
-# first.., a pure function of seed and index) and `fixed_batch(first, count)` (a fixed evaluation
-# set). Batches are dicts the objective understands ("input_ids", optional "loss_mask",
-# "segment_ids", "position_ids"). SFT and distillation register their own formats.
 def _kd_sources(cfg: TrainConfig):
     from k1.distill.logits import kd_sources  # imported when used: distillation pulls in its teachers
 
     return kd_sources(cfg)
 
 
+# How `data` is read, by `data_format`. A source returns (train, validation, vocab size or None);
+# train and validation offer `n` (samples per epoch), `batch(first, count)` (the run's samples
+# first.., a pure function of seed and index) and `fixed_batch(first, count)` (a fixed evaluation
+# set). Batches are dicts the objective understands ("input_ids", optional "loss_mask",
+# "segment_ids", "position_ids"). SFT and distillation register their own formats.
 DATA_FORMATS: dict[str, Any] = {"tokens": token_sources, "kd": _kd_sources}
 
 
