@@ -215,6 +215,7 @@ def capture(
         )
         _save_tensors(out / VALIDATION, {"tokens": torch.from_numpy(rows).to(torch.int32)})
         manifest["validation_windows"] = m
+    _write_json(out / MANIFEST, _with_stats(manifest, c))
 
     done = sum(s["windows"] for s in manifest["shards"])
     show = _Progress(target, done, "capture", progress)
