@@ -16,6 +16,7 @@ Outputs under `out_dir`: `checkpoints/step-N/` (Hugging Face model directories p
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -61,6 +62,13 @@ class TrainConfig:
     """Tokenizer directory: its vocabulary must fit the model, and it is saved with every checkpoint."""
     objective: str = "pretrain"
     """Loss function (k1.objectives registry)."""
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword settings passed to the objective (kd: loss, temperature, ce_weight, beta; see docs/distill.md)."""
+    teacher: str = ""
+    """data_format "kd": a local teacher (k1 or transformers directory) scored on every batch (online
+    distillation); empty: `data` is a capture directory from `k1 distill capture`."""
+    teacher_top_k: int = 32
+    """Online distillation: teacher tokens kept per position (the rest is one leftover-mass bucket)."""
     seq_len: int = 256
     """Tokens per training sequence."""
     batch_size: int = 8
@@ -180,7 +188,12 @@ class TrainConfig:
         need(self.keep_last >= 1, "keep_last must be at least 1")
         need(bool(self.data), "no training data: set data = \"path/to/manifest.json\" (from `k1 data prepare`)")
         need(0 <= self.think_ratio <= 1, "think_ratio must be in [0, 1]")
-        get_objective(self.objective)
+        objective = get_objective(self.objective)
+        options = [p for p in inspect.signature(objective).parameters if p not in ("model", "batch", "mtp_weight")]
+        for key in self.objective_options:
+            if key not in options:
+                raise ConfigError(f"{source}: objective_options.{key} is not a setting of objective {self.objective!r}"
+                                  f"{did_you_mean(key, options) if options else '; it takes none'}")
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(f"{source}: data_format {self.data_format!r}{did_you_mean(self.data_format, list(DATA_FORMATS))}")
         if not Path(self.model).is_dir() and self.model not in PRESETS:
@@ -297,7 +310,8 @@ def token_sources(cfg: TrainConfig) -> tuple[TokenWindows, TokenWindows, int | N
     val_arrays = None
     if cfg.val_data:
         val_arrays, _ = open_tokens(cfg.val_data, "validation")
-    else:
+    elif Path(cfg.data).suffix == ".json" or (Path(cfg.data) / "manifest.json").is_file():
+        # Only a manifest has a validation split (open_tokens on a bare .npy returns the array itself).
         try:
             val_arrays, _ = open_tokens(cfg.data, "validation")
         except K1Error:
@@ -313,12 +327,18 @@ def token_sources(cfg: TrainConfig) -> tuple[TokenWindows, TokenWindows, int | N
     return train, val, data_vocab
 
 
+def _kd_sources(cfg: TrainConfig):
+    from k1.distill.logits import kd_sources  # imported when used: distillation pulls in its teachers
+
+    return kd_sources(cfg)
+
+
 # How `data` is read, by `data_format`. A source returns (train, validation, vocab size or None);
 # train and validation offer `n` (samples per epoch), `batch(first, count)` (the run's samples
 # first.., a pure function of seed and index) and `fixed_batch(first, count)` (a fixed evaluation
 # set). Batches are dicts the objective understands ("input_ids", optional "loss_mask",
 # "segment_ids", "position_ids"). SFT and distillation register their own formats.
-DATA_FORMATS: dict[str, Any] = {"tokens": token_sources}
+DATA_FORMATS: dict[str, Any] = {"tokens": token_sources, "kd": _kd_sources}
 
 
 # ------------------------------------------------------------------------------------- schedule
@@ -583,7 +603,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
             first = ((step * cfg.grad_accum + micro) * d.world + d.rank) * cfg.batch_size
             batch = {k: v.to(d.device) for k, v in data.batch(first, cfg.batch_size).items()}
             with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss, metrics = objective(forward_model, batch, mtp_weight=cfg.mtp_weight)
+                loss, metrics = objective(forward_model, batch, mtp_weight=cfg.mtp_weight, **cfg.objective_options)
                 if cfg.seq_aux_weight:
                     aux = sequence_balance_loss(moes, cfg.batch_size)
                     loss = loss + cfg.seq_aux_weight * aux
@@ -658,7 +678,7 @@ def evaluate(model, val, cfg: TrainConfig, d: parallel.Dist, autocast_dtype) -> 
         first = (b * d.world + d.rank) * cfg.batch_size
         batch = {k: v.to(d.device) for k, v in val.fixed_batch(first, cfg.batch_size).items()}
         with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            loss, _ = objective(model, batch, mtp_weight=0.0)
+            loss, _ = objective(model, batch, mtp_weight=0.0, **cfg.objective_options)
         total += loss.float()
     parallel.all_reduce(total, d)
     model.train()
