@@ -214,8 +214,8 @@ def stage_tokenizer(demo: Demo) -> dict:
     fewer = {ref: {lang: v for lang, v in langs.items() if v is not None}
              for ref, langs in rep.to_dict().get("fewer_than", {}).items()}
     ko = {ref: v.get("ko") for ref, v in fewer.items() if v.get("ko") is not None}
-    best = ", ".join(f"{v:+.0f}% vs {ref}" for ref, v in ko.items())
-    best = f"Korean tokens fewer than: {best}" if best else "no reference tokenizer available offline"
+    best = ", ".join(f"{abs(v):.0f}% {'fewer' if v >= 0 else 'more'} than {ref}" for ref, v in ko.items())
+    best = f"Korean tokens: {best}" if best else "no reference tokenizer available offline"
     return {"headline": f"vocabulary {tok.vocab_size}; {best}", "dir": str(out), "vocab_size": tok.vocab_size,
             "fewer": fewer, "section": rep.to_markdown(),
             "images": [str((demo.dir("tokenizer") / "fertility").relative_to(demo.out) / p.name)
@@ -280,6 +280,51 @@ def stage_sft(demo: Demo) -> dict:
     res = train(cfg, progress=True)
     return {"headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
             "model_dir": str(res.model_dir), "val_loss": res.val_loss, "report": str(Path(cfg.out_dir) / "report.md")}
+
+
+def stage_distill(demo: Demo) -> dict:
+    """Logit distillation of the SFT teacher into a smaller dense student, on the teacher's own
+    chat format: conversations rendered in both modes, the teacher's top-k captured over them."""
+    import numpy as np
+
+    from k1 import synth
+    from k1 import tokenizer as k1tok
+    from k1.distill.config import DistillConfig
+    from k1.distill.pipeline import run as distill
+    from k1.sft import without_reasoning
+
+    s = demo.settings
+    out = demo.dir("distill")
+    teacher = demo.result("sft")["model_dir"]
+    tok = k1tok.load(teacher)
+    ids: list[int] = []
+    for i, r in enumerate(synth.arithmetic(s.problems, seed=s.seed + 1, split="train")):
+        think = i % 2 == 0
+        msgs = r["messages"] if think else without_reasoning(r["messages"])
+        ids += tok.encode(tok.apply_chat_template(msgs, enable_thinking=think))
+    stream = out / "conversations.npy"
+    np.save(stream, np.asarray(ids, dtype=np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32))
+    cfg = DistillConfig.from_dict({
+        "out_dir": str(out / "run"), "method": "logit",
+        "teacher": {"path": teacher},
+        "capture": {"data": str(stream), "seq_len": s.seq_len, "top_k": 16, "batch_size": s.batch_size},
+        "kd": {"loss": "forward_kl", "temperature": 1.0, "ce_weight": 0.5},
+        "train": {"max_steps": s.distill_steps, "batch_size": s.batch_size, "lr": 3e-3,
+                  "warmup_steps": max(1, s.distill_steps // 10), "mtp_weight": 0.0,
+                  "eval_every": max(1, s.distill_steps // 3), "save_every": s.distill_steps, "seed": s.seed,
+                  # the student: dense (every layer a plain MLP), half the teacher's width
+                  "model": {"init": "tiny", "num_hidden_layers": 2, "hidden_size": 96,
+                            "first_k_dense_replace": 2, "intermediate_size": 256,
+                            "num_nextn_predict_layers": 0}},
+    })
+    res = distill(cfg, overwrite=True, progress=True)
+    from k1.checkpoint import load
+
+    student = load(res.model_dir)
+    n = sum(p.numel() for p in student.parameters())
+    return {"headline": f"dense student, {n / 1e6:.2f}M parameters: validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "parameters": n,
+            "report": str(Path(res.out_dir) / "report.md")}
 
 
 def _mode_eval(demo: Demo, model_dir: str) -> dict:
@@ -357,7 +402,8 @@ STAGES: list[Stage] = [
     Stage("tokenize", "tokenize the curated corpus into shards", stage_tokenize),
     Stage("pretrain", "pretrain a small MoE teacher", stage_pretrain),
     Stage("sft", "Think / Non-Think SFT on generated Korean arithmetic", stage_sft),
-    Stage("evaluate", "evaluate on held-out problems in each mode", stage_evaluate),
+    Stage("distill", "distill a smaller dense student from the teacher", stage_distill),
+    Stage("evaluate", "evaluate teacher and student on held-out problems in each mode", stage_evaluate),
     Stage("report", "write the report", stage_report),
 ]
 
