@@ -24,7 +24,7 @@ def training_section(out: Path, history: list[dict], cfg, model_cfg) -> Path:
     steps = [h["step"] for h in history]
     evals = [h for h in history if "val_loss" in h]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].plot(steps, [h["loss"] for h in history], label="train loss", lw=1)
+    axes[0].plot(steps, [h["loss"] for h in history], label="train loss (incl. weighted MTP)", lw=1)
     if evals:
         axes[0].plot([h["step"] for h in evals], [h["val_loss"] for h in evals], "o-", label="validation loss")
     axes[0].set_xlabel("step")

@@ -13,32 +13,13 @@ import torch
 import k1
 from k1 import objectives, sft, synth
 from k1.errors import ConfigError, K1Error
-from k1.tokenizer import load, train_default
 from k1.train import TrainConfig, run
 from tests.helpers import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread and lose a lot when the cores are busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "tok"
-    train_default(out, vocab_size=1024, progress=False, log=lambda *_: None, threads=1)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir):
-    return load(tok_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
