@@ -30,3 +30,10 @@ def test_model_init_then_check(tmp_path, capsys):
     main(["model", "init", "tiny", "--out", str(tmp_path / "m"), "--vocab-size", "300"])
     main(["model", "check", str(tmp_path / "m")])
     assert "ok:" in capsys.readouterr().out
+
+
+def test_bare_k1_and_usage_errors_print_help_not_a_traceback():
+    for argv in ([], ["train"], ["model", "info", "tiny", "--bogus"]):
+        proc = subprocess.run([sys.executable, "-m", "k1", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2, argv
+        assert "Traceback" not in proc.stderr and "Usage" in proc.stdout + proc.stderr

@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+    except Exception as err:
+        # Usage errors (bad option, missing argument, bare `k1`) arrive here in non-standalone
+        # mode. Typer bundles its own copy of click, so match on the behaviour, not the class.
+        if hasattr(err, "show") and hasattr(err, "exit_code"):
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        if type(err).__name__ == "Abort":
             print("k1: aborted", file=sys.stderr)
             sys.exit(130)
         raise
