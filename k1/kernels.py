@@ -150,9 +150,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None, ignore_index: int = -100):
     """Fused output projection + mean cross-entropy. hidden (tokens, h), weight (vocab, h), targets
     (tokens,). Follows autocast for the matmuls; softmax and the loss are fp32. The default chunk
-    keeps one (chunk, vocab) fp32 buffer near 32 MB, so its passes stay in the CPU's caches."""
+    keeps the (chunk, vocab) fp32 buffer near 256 MB: every chunk converts the weight gradient to
+    fp32 once, and on this CPU those conversions cost more than larger, cache-missing softmax
+    passes (8 x 512 tokens, 32K vocab: 1.40 s at 256 rows, 0.92 s at 2048)."""
     if chunk is None:
-        chunk = max(64, (8 << 20) // max(1, weight.shape[0]))
+        chunk = max(64, (64 << 20) // max(1, weight.shape[0]))
     dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
     with torch.autocast(hidden.device.type, enabled=False):
         return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, dtype)
