@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from k1.atomic import replace_dir
 from k1.config import ModelConfig
 from k1.errors import CheckpointError, ConfigError
 
@@ -359,7 +360,7 @@ def save(model, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | st
         if write_extra is not None:
             write_extra(tmp)
         _fsync_dir(tmp)
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -378,18 +379,6 @@ def _write_tokenizer(tokenizer, out: Path) -> None:
         tokenizer.save(out)
     else:
         raise TypeError("tokenizer must be a directory or an object with save(dir)")
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move tmp to path; an existing directory at path is swapped out and removed only after."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-    _fsync_dir(path.parent, files=False)
 
 
 def _fsync_dir(path: Path, files: bool = True) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from k1 import checkpoint, parallel
+from k1 import atomic, checkpoint, parallel
 from k1.config import PRESETS, ModelConfig
 from k1.errors import ConfigError, K1Error, did_you_mean
 from k1.objectives import get_objective
@@ -424,15 +424,6 @@ def latest_checkpoint(root: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _prune(root: Path, keep: int) -> None:
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in steps[:-keep]:
@@ -725,7 +716,7 @@ def save_checkpoint(model, optimizer, scheduler, step: int, root: Path, cfg: Tra
             tokenizer=cfg.tokenizer or None,
             write_extra=lambda tmp: torch.save(train_state, tmp / STATE_FILE),
         )
-        _write_atomic(root / LATEST, target.name + "\n")
+        atomic.write_text(root / LATEST, target.name + "\n")
         _prune(root, cfg.keep_last)
     parallel.barrier(d)
 
@@ -753,7 +744,7 @@ def _restore(found: Path, model, optimizer, scheduler, d: parallel.Dist, out: Pa
             if rec.get("step", 0) <= step:
                 history.append(rec)
         if d.is_main:
-            _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+            atomic.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
     if d.is_main:
         print(f"k1 train: resuming from {found} (step {step})", file=sys.stderr)
     return step, history
@@ -764,7 +755,7 @@ def _export(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(STATE_FILE))
-    checkpoint._replace_dir(tmp, dst)
+    atomic.replace_dir(tmp, dst)
 
 
 def _tensorboard(path: Path):

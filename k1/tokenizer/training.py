@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from k1.atomic import replace_dir
 from k1.errors import K1Error
 
 from . import corpus as corpus_mod
@@ -200,7 +201,7 @@ def train(
         )
         (tmp / K1_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_card(summary), encoding="utf-8")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -324,16 +325,6 @@ def add_multiword_merges(
     split = data["pre_tokenizer"]["pretokenizers"][0]
     split["pattern"]["Regex"] = pattern
     return added
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, trash)
-        os.replace(new, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def _why(skipped: list[tuple[str, str]]) -> str:
