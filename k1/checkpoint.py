@@ -381,9 +381,9 @@ def _write_tokenizer(tokenizer, out: Path) -> None:
         raise TypeError("tokenizer must be a directory or an object with save(dir)")
 
 
-def _fsync_dir(path: Path, files: bool = True) -> None:
-    """Flush the files in `path` (when asked) and the directory entry itself to disk."""
-    for f in path.iterdir() if files else ():
+def _fsync_dir(path: Path) -> None:
+    """Flush the files in `path` and the directory entry itself to disk."""
+    for f in path.iterdir():
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from k1 import atomic
 from k1.errors import K1Error
 
 MIN_FREE_BYTES = 300 * 1024**2  # the full demo writes ~100 MB; leave room for the report and logs
@@ -90,12 +90,6 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def check_output_dir(out: Path) -> None:
     """Fail early, in one line, when the output directory cannot hold the demo."""
     try:
@@ -142,7 +136,8 @@ def run(out: str | Path = "runs/demo", fast: bool = False, force: bool = False, 
         result = stage.run(demo)
         seconds = time.perf_counter() - start
         demo.results[stage.name] = result
-        _write_json(marker, {"fingerprint": fp, "seconds": seconds, "result": result})
+        atomic.write_text(marker, json.dumps({"fingerprint": fp, "seconds": seconds, "result": result},
+                                              indent=2, ensure_ascii=False, default=str) + "\n")
         log(f"[{i}/{len(STAGES)}] {stage.title}: {result.get('headline', 'done')} ({seconds:.0f}s)")
     total = time.perf_counter() - t0
     report = out / "report.md"

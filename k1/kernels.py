@@ -22,7 +22,7 @@ ABSORBED_DECODE = True
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
-def _compute_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.dtype:
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     # grouped_mm has no autocast rule: follow autocast by hand, else the activations' dtype.
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
@@ -46,7 +46,7 @@ def moe_experts_gathered(x, idx, weights, gate_up, down):
     matmuls, rather than visiting every expert group. Same contract as `moe_experts_reference`."""
     n, k = idx.shape
     flat = idx.reshape(-1)
-    dtype = _compute_dtype(x, gate_up)
+    dtype = _compute_dtype(x)
     xs = x.to(dtype).repeat_interleave(k, dim=0).unsqueeze(-1)  # (tokens * k, hidden, 1)
     h = torch.bmm(gate_up.index_select(0, flat).to(dtype), xs).squeeze(-1)  # (tokens * k, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
@@ -66,7 +66,7 @@ def moe_experts(x, idx, weights, gate_up, down):
     order = flat.argsort(stable=True)  # token-slots grouped by expert
     token = order // k
     offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
-    dtype = _compute_dtype(x, gate_up)
+    dtype = _compute_dtype(x)
     xs = x[token].to(dtype)  # (tokens * k, hidden), expert by expert
     h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
@@ -155,7 +155,7 @@ def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None, igno
     passes (8 x 512 tokens, 32K vocab: 1.40 s at 256 rows, 0.92 s at 2048)."""
     if chunk is None:
         chunk = max(64, (64 << 20) // max(1, weight.shape[0]))
-    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    dtype = _compute_dtype(hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, dtype)
 

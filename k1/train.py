@@ -709,10 +709,9 @@ def save_checkpoint(model, optimizer, scheduler, step: int, root: Path, cfg: Tra
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "world": d.world,
         }
-        inner = model.config if hasattr(model, "config") else None
         target = _step_dir(root, step)
         checkpoint.save(
-            checkpoint.StateDictModel(inner, model_state), target,
+            checkpoint.StateDictModel(model.config, model_state), target,
             tokenizer=cfg.tokenizer or None,
             write_extra=lambda tmp: torch.save(train_state, tmp / STATE_FILE),
         )

@@ -36,6 +36,8 @@ def command(
         torch.set_num_threads(threads)
     if max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise K1Error("need --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    if not Path(model_dir).is_dir():
+        raise K1Error(f"{model_dir}: no such model directory")
     tok_dir = tokenizer or model_dir
     if not (Path(tok_dir) / "tokenizer.json").is_file():
         raise K1Error(f"{tok_dir}: no tokenizer files; pass --tokenizer DIR")
