@@ -8,10 +8,18 @@
   output (DeepSeek-V2 §2.1.2), so the cache is never decompressed into per-head keys and values.
   The reference is the decompressing path in `model.Attention.forward`.
 
-tests/test_kernels.py checks outputs and gradients of each pair.
+- `linear_cross_entropy`: the output projection and the loss fused chunk by chunk, the logits
+  never materialized whole; the reference is `F.linear` + `F.cross_entropy`.
+
+tests/test_kernels.py checks outputs and gradients of each pair. `retain_freed_memory` is the one
+process-wide setting: see its docstring.
 """
 
 from __future__ import annotations
+
+import ctypes
+import os
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +30,59 @@ ABSORBED_DECODE = True
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
+def retain_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default glibc serves every allocation above a few MB with a fresh mmap and unmaps it on free,
+    so each large activation or gradient of a training step faults its pages in again (zeroed by
+    the kernel): on this CPU that is a quarter of a small model's step. This turns mmap off for
+    the heap and raises the trim threshold, the effect tcmalloc or jemalloc would have; resident
+    memory then stays near the step's peak between steps. Linux/glibc only; K1_RETAIN_FREED_MEMORY=0
+    turns it off. Returns whether it was applied.
+    """
+    if os.environ.get("K1_RETAIN_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     # grouped_mm has no autocast rule: follow autocast by hand, else the activations' dtype.
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
+
+
+# Rows up to which an inference matmul runs as weight @ x.T (see `linear`).
+SMALL_ROWS = 16
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, with a fast path for decode-sized inputs in inference.
+
+    For a handful of rows, oneDNN's bf16 x @ W.T on this CPU runs at a fraction of memory speed;
+    the same product as a matrix-vector (one row) or as W @ x.T (a few rows) takes another kernel
+    that streams the weight once, 1.5-3x faster. Training, autocast and other shapes take F.linear.
+    """
+    rows = x.numel() // max(1, x.shape[-1])
+    if (
+        rows > SMALL_ROWS
+        or rows == 0
+        or x.dtype != weight.dtype
+        or x.device.type != "cpu"
+        or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        or torch.is_autocast_enabled("cpu")
+    ):
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1])
+    y = torch.mv(weight, flat[0])[None] if rows == 1 else (weight @ flat.t()).t().contiguous()
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], weight.shape[0])
 
 
 def moe_experts_reference(x, idx, weights, gate_up, down):
@@ -42,23 +98,31 @@ def moe_experts_reference(x, idx, weights, gate_up, down):
 
 
 def moe_experts_gathered(x, idx, weights, gate_up, down):
-    """Few tokens (a decode step): copy out just the chosen experts' weights and run two batched
-    matmuls, rather than visiting every expert group. Same contract as `moe_experts_reference`."""
+    """Few tokens (a decode step): visit only the experts chosen, each on its own rows through
+    `linear`, reading the expert's weights in place (no copy of them, no idle expert's group).
+    Same contract as `moe_experts_reference`."""
     n, k = idx.shape
     flat = idx.reshape(-1)
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=gate_up.shape[0]).tolist()
     dtype = _compute_dtype(x)
-    xs = x.to(dtype).repeat_interleave(k, dim=0).unsqueeze(-1)  # (tokens * k, hidden, 1)
-    h = torch.bmm(gate_up.index_select(0, flat).to(dtype), xs).squeeze(-1)  # (tokens * k, 2 * inner)
-    gate, up = h.chunk(2, dim=-1)
-    y = torch.bmm(down.index_select(0, flat).to(dtype), (F.silu(gate) * up).unsqueeze(-1)).squeeze(-1)
-    return torch.bmm(weights.to(dtype).unsqueeze(1), y.view(n, k, -1)).squeeze(1).to(x.dtype)
+    xs = x.to(dtype)[order // k]
+    parts, start = [], 0
+    for e, count in enumerate(counts):
+        if count:
+            gate, up = linear(xs[start : start + count], gate_up[e].to(dtype)).chunk(2, dim=-1)
+            parts.append(linear(F.silu(gate) * up, down[e].to(dtype)))
+            start += count
+    y = torch.cat(parts) * weights.reshape(-1)[order, None].to(dtype)
+    out = torch.zeros(n, x.shape[-1], dtype=dtype, device=x.device)
+    return out.index_add_(0, order // k, y).to(x.dtype)
 
 
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
     n, k = idx.shape
-    if not torch.is_grad_enabled() and 2 * n * k <= gate_up.shape[0]:
-        return moe_experts_gathered(x, idx, weights, gate_up, down)  # most experts idle: skip them
+    if not torch.is_grad_enabled() and n <= SMALL_ROWS:
+        return moe_experts_gathered(x, idx, weights, gate_up, down)  # decode-sized: few rows per expert
     if not _HAS_GROUPED_MM or x.device.type not in ("cpu", "cuda"):
         return moe_experts_reference(x, idx, weights, gate_up, down)
     num_experts = gate_up.shape[0]
@@ -103,10 +167,13 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (hidden @ weight.T) against targets, computed chunk by chunk.
 
-    Each chunk's logits live only while that chunk is processed: the forward pass also computes the
-    gradients (softmax - one_hot) / n for hidden and weight, so backward only scales them. Memory is
-    O(chunk x vocab) instead of several (tokens x vocab) tensors (logits, their fp32 copy, the saved
-    log-softmax), for the same arithmetic as the plain path.
+    The forward pass also computes the gradients (softmax - one_hot) / n for hidden and weight, so
+    backward only scales them. Per chunk of tokens, the logits land in one reused buffer of the
+    compute dtype; the softmax then runs over a few rows at a time in fp32 (a block that stays in
+    the core's cache, instead of several passes over a buffer far larger than it) and writes the
+    gradient back into the same buffer. Memory is O(chunk x vocab) instead of several
+    (tokens x vocab) tensors (logits, their fp32 copy, the saved log-softmax); the arithmetic is
+    the plain path's.
     """
 
     @staticmethod
@@ -114,31 +181,39 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n_valid = (targets != ignore_index).sum().clamp(min=1)
         h = hidden.to(dtype)
         w = weight.to(dtype)
-        grad_h = torch.empty_like(hidden)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         needs_grad = hidden.requires_grad or weight.requires_grad
+        grad_h = torch.empty_like(hidden) if needs_grad else None
+        # kept (hidden, vocab): hidden.T @ logits is the fast orientation of that matmul here
+        grad_wt = torch.zeros(weight.shape[::-1], dtype=torch.float32, device=weight.device) if needs_grad else None
+        vocab = w.shape[0]
+        buf = torch.empty(min(chunk, h.shape[0]), vocab, dtype=dtype, device=h.device)
+        rows = max(1, _SOFTMAX_BLOCK_BYTES // (4 * vocab))
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, h.shape[0], chunk):
             hc, tc = h[start : start + chunk], targets[start : start + chunk]
+            logits = buf[: len(tc)]
+            torch.mm(hc, w.t(), out=logits)  # into the reused buffer: no fresh pages to fault in
             valid = tc != ignore_index
             safe = tc.clamp(min=0)
-            # One (chunk, vocab) fp32 buffer, worked in place: logits -> exp -> gradient.
-            buf = (hc @ w.t()).float()
-            picked = buf.gather(1, safe[:, None])[:, 0]
-            top = buf.amax(dim=-1, keepdim=True)
-            buf.sub_(top).clamp_(min=-80.0).exp_()  # e^-80 ~ 2e-35: no denormal slow path, no visible change
-            norm = buf.sum(dim=-1, keepdim=True)
-            lse = (norm.log() + top)[:, 0]
+            picked = logits.gather(1, safe[:, None])[:, 0].float()
+            # 1/n for targets, 0 for ignored positions
+            row_scale = valid.float() / n_valid
+            lse = torch.empty(len(tc), dtype=torch.float32, device=h.device)
+            for r in range(0, len(tc), rows):
+                block = logits[r : r + rows].float()
+                top = block.amax(dim=-1, keepdim=True)
+                block.sub_(top).clamp_(min=-80.0).exp_()  # e^-80 ~ 2e-35: no denormal slow path
+                norm = block.sum(dim=-1, keepdim=True)
+                lse[r : r + rows] = (norm.log() + top)[:, 0]
+                if needs_grad:
+                    logits[r : r + rows] = block.mul_(row_scale[r : r + rows, None] / norm)
             total += ((lse - picked) * valid).sum()
             if needs_grad:
-                # softmax - one_hot, scaled by 1/n for targets and 0 for ignored positions
-                row_scale = (valid.float() / n_valid)[:, None]
-                buf.mul_(row_scale / norm)
-                buf[torch.arange(len(tc), device=buf.device), safe] -= row_scale[:, 0]
-                g = buf.to(dtype)
-                grad_h[start : start + chunk] = (g @ w).to(hidden.dtype)
-                grad_w += (g.t() @ hc).float()
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+                logits[torch.arange(len(tc), device=h.device), safe] -= row_scale.to(dtype)
+                grad_h[start : start + chunk] = logits @ w
+                grad_wt += (hc.t().contiguous() @ logits).float()
+        if needs_grad:
+            ctx.save_for_backward(grad_h, grad_wt.t().to(weight.dtype, memory_format=torch.contiguous_format))
         return total / n_valid
 
     @staticmethod
@@ -147,12 +222,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_h * grad_out, grad_w * grad_out, None, None, None, None
 
 
+# fp32 softmax rows per block: about one core's L2 cache.
+_SOFTMAX_BLOCK_BYTES = 1 << 21
+
+
 def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None, ignore_index: int = -100):
     """Fused output projection + mean cross-entropy. hidden (tokens, h), weight (vocab, h), targets
     (tokens,). Follows autocast for the matmuls; softmax and the loss are fp32. The default chunk
-    keeps the (chunk, vocab) fp32 buffer near 256 MB: every chunk converts the weight gradient to
-    fp32 once, and on this CPU those conversions cost more than larger, cache-missing softmax
-    passes (8 x 512 tokens, 32K vocab: 1.40 s at 256 rows, 0.92 s at 2048)."""
+    keeps the (chunk, vocab) logits buffer near 128 MB in bf16: every chunk adds its weight gradient
+    into the fp32 total once, and fewer, larger chunks keep that conversion rare."""
     if chunk is None:
         chunk = max(64, (64 << 20) // max(1, weight.shape[0]))
     dtype = _compute_dtype(hidden)

@@ -31,6 +31,13 @@ from k1.config import ModelConfig, yarn_mscale
 LATENT_NORM_EPS = 1e-6
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose decode-sized inference calls take kernels.linear's fast path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.linear(x, self.weight, self.bias)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -204,15 +211,15 @@ class Attention(nn.Module):
         self.cfg, self.layer_idx = cfg, layer_idx
         H, nh = cfg.hidden_size, cfg.num_attention_heads
         if cfg.q_lora_rank:
-            self.q_a_proj = nn.Linear(H, cfg.q_lora_rank, bias=cfg.attention_bias)
+            self.q_a_proj = Linear(H, cfg.q_lora_rank, bias=cfg.attention_bias)
             self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, nh * cfg.qk_head_dim, bias=False)
+            self.q_b_proj = Linear(cfg.q_lora_rank, nh * cfg.qk_head_dim, bias=False)
         else:
-            self.q_proj = nn.Linear(H, nh * cfg.qk_head_dim, bias=False)
-        self.kv_a_proj_with_mqa = nn.Linear(H, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.attention_bias)
+            self.q_proj = Linear(H, nh * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = Linear(H, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.attention_bias)
         self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS)
-        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, nh * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
-        self.o_proj = nn.Linear(nh * cfg.v_head_dim, H, bias=cfg.attention_bias)
+        self.kv_b_proj = Linear(cfg.kv_lora_rank, nh * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = Linear(nh * cfg.v_head_dim, H, bias=cfg.attention_bias)
         self.scale = cfg.softmax_scale
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,9 +272,9 @@ class MLP(nn.Module):
 
     def __init__(self, hidden: int, inner: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, inner, bias=False)
-        self.up_proj = nn.Linear(hidden, inner, bias=False)
-        self.down_proj = nn.Linear(inner, hidden, bias=False)
+        self.gate_proj = Linear(hidden, inner, bias=False)
+        self.up_proj = Linear(hidden, inner, bias=False)
+        self.down_proj = Linear(inner, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -365,7 +372,7 @@ class MTP(nn.Module):
         super().__init__()
         self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.eh_proj = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
         self.block = Block(cfg, cfg.num_hidden_layers + depth, sparse=cfg.has_moe)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # `shared_head.norm` in checkpoints
 
@@ -394,7 +401,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = Backbone(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.mtp = nn.ModuleList(MTP(cfg, k) for k in range(cfg.num_nextn_predict_layers))

@@ -1,6 +1,8 @@
 """Fast paths agree with their plain references, forward and backward."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from k1 import kernels
 from k1.generate import generate
@@ -81,7 +83,10 @@ def test_int8_latent_cache_halves_bytes_and_keeps_greedy_outputs():
     assert (step - ref).abs().max() <= 0.02 * (ref.max() - ref.min())
 
 
-def test_fused_linear_cross_entropy_matches_reference():
+@pytest.mark.parametrize("block_rows", [None, 3])
+def test_fused_linear_cross_entropy_matches_reference(monkeypatch, block_rows):
+    if block_rows:  # softmax blocks of 3 rows: ragged against the chunks of 8
+        monkeypatch.setattr(kernels, "_SOFTMAX_BLOCK_BYTES", 4 * 50 * block_rows)
     torch.manual_seed(1)
     h = torch.randn(37, 16, requires_grad=True)
     w = torch.randn(50, 16, requires_grad=True)
@@ -94,6 +99,27 @@ def test_fused_linear_cross_entropy_matches_reference():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_got, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # loss only: no gradient buffers, same value
+        torch.testing.assert_close(kernels.linear_cross_entropy(h, w, t, chunk=8), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_linear_cross_entropy_bf16_autocast(monkeypatch):
+    """Under bf16 autocast both paths round the logits to bf16; the fused one also keeps its
+    gradient in bf16, so gradients agree to bf16 precision and the loss closely."""
+    monkeypatch.setattr(kernels, "_SOFTMAX_BLOCK_BYTES", 4 * 300 * 5)
+    torch.manual_seed(2)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(300, 32, requires_grad=True)
+    t = torch.randint(0, 300, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = kernels.linear_cross_entropy_reference(h, w, t)
+        got = kernels.linear_cross_entropy(h, w, t, chunk=16)
+    g_ref = torch.autograd.grad(ref, (h, w))
+    g_got = torch.autograd.grad(got, (h, w))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g_got, g_ref, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).abs().max() <= 0.02 * b.abs().max()
 
 
 def test_model_loss_path_matches_logits_path():
@@ -109,3 +135,22 @@ def test_model_loss_path_matches_logits_path():
     torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
     ref_mtp = F.cross_entropy(mtp[0].flatten(0, 1), targets[:, 1:].flatten())
     torch.testing.assert_close(out["mtp_losses"][0], ref_mtp, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_row_linear_matches_f_linear(rows, dtype):
+    """Decode-sized inference rows take the weight @ x.T / matrix-vector path; the result is
+    F.linear's (to the dtype's rounding), for 3-D inputs and with a bias too."""
+    torch.manual_seed(rows)
+    w, b = torch.randn(40, 24, dtype=dtype), torch.randn(40, dtype=dtype)
+    x = torch.randn(1, rows, 24, dtype=dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    with torch.no_grad():
+        for bias in (None, b):
+            got = kernels.linear(x, w, bias)
+            assert got.shape == (1, rows, 40) and got.is_contiguous()
+            torch.testing.assert_close(got, F.linear(x, w, bias), **tol)
+    xg = x.clone().requires_grad_()  # training keeps F.linear (and its autograd)
+    kernels.linear(xg, w).float().sum().backward()
+    assert xg.grad is not None
