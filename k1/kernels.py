@@ -11,15 +11,13 @@
 - `linear_cross_entropy`: the output projection and the loss fused chunk by chunk, the logits
   never materialized whole; the reference is `F.linear` + `F.cross_entropy`.
 
-tests/test_kernels.py checks outputs and gradients of each pair. `retain_freed_memory` is the one
-process-wide setting: see its docstring.
+tests/test_kernels.py checks outputs and gradients of each pair.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import platform
+import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -28,26 +26,6 @@ import torch.nn.functional as F
 ABSORBED_DECODE = True
 
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
-
-
-def retain_freed_memory() -> bool:
-    """Let glibc keep freed memory for reuse instead of handing it back to the kernel.
-
-    By default glibc serves every allocation above a few MB with a fresh mmap and unmaps it on free,
-    so each large activation or gradient of a training step faults its pages in again (zeroed by
-    the kernel): on this CPU that is a quarter of a small model's step. This turns mmap off for
-    the heap and raises the trim threshold, the effect tcmalloc or jemalloc would have; resident
-    memory then stays near the step's peak between steps. Linux/glibc only; K1_RETAIN_FREED_MEMORY=0
-    turns it off. Returns whether it was applied.
-    """
-    if os.environ.get("K1_RETAIN_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -179,20 +157,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk: int, ignore_index: int, dtype):
         n_valid = (targets != ignore_index).sum().clamp(min=1)
+        vocab, width = weight.shape
         h = hidden.to(dtype)
-        w = weight.to(dtype)
+        w = weight if weight.dtype == dtype else _workspace("ce_weight", weight.shape, dtype, weight.device).copy_(weight)
         needs_grad = hidden.requires_grad or weight.requires_grad
         grad_h = torch.empty_like(hidden) if needs_grad else None
-        # kept (hidden, vocab): hidden.T @ logits is the fast orientation of that matmul here
-        grad_wt = torch.zeros(weight.shape[::-1], dtype=torch.float32, device=weight.device) if needs_grad else None
-        vocab = w.shape[0]
-        buf = torch.empty(min(chunk, h.shape[0]), vocab, dtype=dtype, device=h.device)
+        # The weight gradient is summed as (hidden, vocab): hidden.T @ logits is the fast
+        # orientation of that matmul here; one transposing copy at the end.
+        grad_wt = _workspace("ce_grad_wt", (width, vocab), torch.float32, h.device) if needs_grad else None
+        part = _workspace("ce_grad_part", (width, vocab), dtype, h.device) if needs_grad else None
+        buf = _workspace("ce_logits", (min(chunk, h.shape[0]), vocab), dtype, h.device)
         rows = max(1, _SOFTMAX_BLOCK_BYTES // (4 * vocab))
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, h.shape[0], chunk):
             hc, tc = h[start : start + chunk], targets[start : start + chunk]
             logits = buf[: len(tc)]
-            torch.mm(hc, w.t(), out=logits)  # into the reused buffer: no fresh pages to fault in
+            torch.mm(hc, w.t(), out=logits)
             valid = tc != ignore_index
             safe = tc.clamp(min=0)
             picked = logits.gather(1, safe[:, None])[:, 0].float()
@@ -211,7 +191,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if needs_grad:
                 logits[torch.arange(len(tc), device=h.device), safe] -= row_scale.to(dtype)
                 grad_h[start : start + chunk] = logits @ w
-                grad_wt += (hc.t().contiguous() @ logits).float()
+                if start == 0:
+                    torch.mm(hc.t().contiguous(), logits, out=grad_wt if dtype == torch.float32 else part)
+                    if dtype != torch.float32:
+                        grad_wt.copy_(part)
+                else:
+                    grad_wt.add_(torch.mm(hc.t().contiguous(), logits, out=part))
         if needs_grad:
             ctx.save_for_backward(grad_h, grad_wt.t().to(weight.dtype, memory_format=torch.contiguous_format))
         return total / n_valid
@@ -224,6 +209,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 # fp32 softmax rows per block: about one core's L2 cache.
 _SOFTMAX_BLOCK_BYTES = 1 << 21
+
+_workspaces = threading.local()
+
+
+def _workspace(name: str, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A per-thread scratch tensor kept between calls (contents undefined). The fused loss's
+    buffers are tens to hundreds of MB: allocated afresh each step, every page of them would be
+    faulted in and zeroed by the kernel again, which costs more than the softmax over them."""
+    pool = _workspaces.__dict__
+    numel = math.prod(shape)
+    t = pool.get(name)
+    if t is None or t.dtype != dtype or t.device != device or t.numel() < numel:
+        pool[name] = None  # let the old one go before the new one is allocated
+        t = pool[name] = torch.empty(numel, dtype=dtype, device=device)
+    return t[:numel].view(shape)
 
 
 def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None, ignore_index: int = -100):

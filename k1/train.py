@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from k1 import atomic, checkpoint, kernels, parallel
+from k1 import atomic, checkpoint, parallel
 from k1.config import PRESETS, ModelConfig
 from k1.errors import ConfigError, K1Error, did_you_mean
 from k1.objectives import get_objective
@@ -518,7 +518,6 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainR
 
 
 def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> TrainResult:
-    kernels.retain_freed_memory()  # large per-step temporaries reuse pages instead of faulting them in
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)

@@ -59,9 +59,6 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2, never a traceback."""
-    from k1.kernels import retain_freed_memory
-
-    retain_freed_memory()  # every stage allocates large tensors: reuse freed pages (see its docstring)
     try:
         app(args=argv, standalone_mode=False)
     except K1Error as err:
