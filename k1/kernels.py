@@ -198,7 +198,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 else:
                     grad_wt.add_(torch.mm(hc.t().contiguous(), logits, out=part))
         if needs_grad:
-            ctx.save_for_backward(grad_h, grad_wt.t().to(weight.dtype, memory_format=torch.contiguous_format))
+            # a fresh tensor: the workspace is overwritten by the next call (an MTP depth's loss)
+            grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device).copy_(grad_wt.t())
+            ctx.save_for_backward(grad_h, grad_w)
         return total / n_valid
 
     @staticmethod

@@ -101,6 +101,13 @@ def test_fused_linear_cross_entropy_matches_reference(monkeypatch, block_rows):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # loss only: no gradient buffers, same value
         torch.testing.assert_close(kernels.linear_cross_entropy(h, w, t, chunk=8), ref, rtol=1e-5, atol=1e-6)
+    # Two losses before one backward (main head + MTP depth): the second call reuses the
+    # scratch buffers and must not disturb what the first saved for backward.
+    t2 = t.roll(1)
+    both = kernels.linear_cross_entropy(h, w, t, chunk=8) + kernels.linear_cross_entropy(h, w, t2, chunk=8)
+    ref_both = kernels.linear_cross_entropy_reference(h, w, t) + kernels.linear_cross_entropy_reference(h, w, t2)
+    for a, b in zip(torch.autograd.grad(both, (h, w)), torch.autograd.grad(ref_both, (h, w)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_linear_cross_entropy_bf16_autocast(monkeypatch):
