@@ -30,15 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from k1.tokenizer import TokenizerConfig, load, parse_weights, train  # noqa: E402
-from k1.tokenizer.fertility import (  # noqa: E402
-    ReferenceUnavailable,
-    TextSet,
-    chart,
-    k1_encoder,
-    load_reference,
-    measure,
-    report,
-)
+from k1.tokenizer.fertility import ReferenceUnavailable, load_reference, report  # noqa: E402
 
 BLOCK = 50  # lines per unit of a plain text file (its files mark no document boundaries)
 HOLDOUT = 10  # one unit in HOLDOUT is held out, chosen by a hash of its text
@@ -261,27 +253,22 @@ def speed(tok, text_docs: list[str], references: list[str], repeat: int = 3) -> 
 
 
 def per_source(
-    tok, srcs: list[Source], held: dict[str, Path], counts: dict, refs=("o200k", "tekken")
+    rep, srcs: list[Source], held: dict[str, Path], counts: dict, refs=("o200k", "tekken")
 ) -> list[dict]:
-    """Tokens per 1,000 characters on each source's held-out part, k1 against the references."""
-    encoders = [k1_encoder(tok)]
-    for name in refs:
-        try:
-            encoders.append(load_reference(name))
-        except ReferenceUnavailable:
-            pass
+    """The report's per-file rows (k1 against the references) with each source's register and group."""
+    by_file = {Path(f.file).resolve(): f for f in rep.files}
     out = []
     for s in srcs:
-        text = held[s.name].read_text(encoding="utf-8")
-        ts = TextSet.build(s.lang, [text], [str(held[s.name])])
-        rows = {r.tokenizer: r for r in measure(encoders, [ts])}
+        f = by_file.get(held[s.name].resolve())
+        if f is None:
+            continue
         out.append(
             {
                 "source": s.name, "lang": s.lang, "register": s.register, "group": s.group,
-                "trained": counts[s.name]["trained"], "chars": ts.chars,
-                "tokens": {k: r.tokens for k, r in rows.items()},
-                "per_1k": {k: r.per_1k_chars for k, r in rows.items()},
-                "fewer": {k: 100 * (1 - rows["k1"].tokens / r.tokens) for k, r in rows.items() if k != "k1"},
+                "trained": counts[s.name]["trained"], "chars": f.chars,
+                "tokens": {k: f.tokens[k] for k in ("k1", *refs) if k in f.tokens},
+                "per_1k": {k: f.per_1k_chars(k) for k in ("k1", *refs) if k in f.tokens},
+                "fewer": {k: f.fewer(k) for k in refs if k in f.tokens},
             }
         )  # fmt: skip
     return out
@@ -401,15 +388,14 @@ def main() -> int:
         f"({', '.join(trained)}); {wall:.1f} s on one core (load average {os.getloadavg()[0]:.1f})\n"
     )
 
-    rows = per_source(tok, srcs, held, counts)
-    print(
-        "## Held-out units of each source (one unit in 10 by hash, never trained on)\n\n"
-        + per_source_markdown(rows)
-    )
-
     texts = [f"{s.lang}:{held[s.name]}" for s in srcs]
     rep_all = report(tok, texts, out_dir=work, log=lambda *_: None)
-    chart(rep_all, work / "fertility.png")
+    rows = per_source(rep_all, srcs, held, counts)
+    print(
+        f"## Held-out units of each source (one unit in {HOLDOUT} by hash, never trained on)\n\n"
+        + per_source_markdown(rows)
+    )
+    rep_all.files = []  # shown above, with registers
     print("## All held-out text, every reference\n\n" + rep_all.to_markdown())
 
     ok = True

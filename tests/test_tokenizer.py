@@ -418,13 +418,15 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
         vocab_size=VOCAB, pretokenizer="gpt4", weights=parse_weights("en=1"), multiword_share=0
     )
     train([f"en:{ASSETS / 'en.txt'}"], None, ref, config=cfg, progress=False, log=lambda *_: None)
-    ko = tmp_path / "ko.txt"
-    ko.write_text((ASSETS / "ko.txt").read_text(encoding="utf-8")[:30000], encoding="utf-8")
+    ko, ko2 = tmp_path / "ko.txt", tmp_path / "ko2.txt"
+    ko_text = (ASSETS / "ko.txt").read_text(encoding="utf-8")
+    ko.write_text(ko_text[:30000], encoding="utf-8")
+    ko2.write_text(ko_text[30000:40000], encoding="utf-8")
     from k1.tokenizer import report
 
     rep = report(
         tok_dir,
-        [f"ko:{ko}", f"en:{ASSETS / 'en.txt'}"],
+        [f"ko:{ko}", f"ko:{ko2}", f"en:{ASSETS / 'en.txt'}"],
         references=[str(ref), "o200k"],
         out_dir=tmp_path / "rep",
         log=lambda *_: None,
@@ -435,6 +437,18 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
     assert rep.fewer("ref", "ko") > 30  # an English-only tokenizer falls back to bytes on Hangul
     assert k1_ko.per_eojeol == pytest.approx(k1_ko.tokens / k1_ko.eojeol) and k1_ko.eojeol > 1000
     assert rep.row("k1", "en").per_eojeol is None
+    # Per file: one row per input, and the language rows are their sums (ratio of sums).
+    assert [(Path(f.file).name, f.lang) for f in rep.files] == [
+        ("ko.txt", "ko"),
+        ("ko2.txt", "ko"),
+        ("en.txt", "en"),
+    ]
+    for name in ("k1", "ref"):
+        assert sum(f.tokens[name] for f in rep.files if f.lang == "ko") == rep.row(name, "ko").tokens
+    assert sum(f.chars for f in rep.files if f.lang == "ko") == k1_ko.chars
+    first = rep.files[0]
+    assert first.fewer("ref") == pytest.approx(100 * (1 - first.tokens["k1"] / first.tokens["ref"]))
+    assert "| ko2.txt | ko |" in rep.to_markdown()
     assert (tmp_path / "rep" / "fertility.png").stat().st_size > 10_000
     assert "fewer" in (tmp_path / "rep" / "fertility.md").read_text()
     with pytest.raises(K1Error, match="unknown reference"):
