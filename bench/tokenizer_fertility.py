@@ -151,7 +151,9 @@ def sources(data: Path) -> list[Source]:
     return out
 
 
-def split(srcs: list[Source], work: Path, train_groups: set[str]) -> tuple[list[str], dict[str, Path], dict]:
+def split(
+    srcs: list[Source], work: Path, train_groups: set[str], leave_out: set[str] = frozenset()
+) -> tuple[list[str], dict[str, Path], dict]:
     """Write the train part of each source (if its group is trained on) and the held-out part of
     every source. A held-out line that also occurs in any training unit of its language (the same
     review in two NSMC files, a repeated heading) is dropped, so nothing measured was trained on.
@@ -167,7 +169,7 @@ def split(srcs: list[Source], work: Path, train_groups: set[str]) -> tuple[list[
         parts[s.name] = (tr, he)
         for u in tr:  # every source, trained or not: held-out text must not repeat any of it
             seen.setdefault(s.lang, set()).update(ln.strip() for ln in u.splitlines() if ln.strip())
-        if s.group in train_groups and tr:
+        if s.group in train_groups and s.name not in leave_out and tr:
             path = work / "train" / f"{s.name}.txt"
             path.write_text("\n".join(tr) + "\n", encoding="utf-8")
             inputs.append(f"{s.lang}:{path}")
@@ -181,7 +183,7 @@ def split(srcs: list[Source], work: Path, train_groups: set[str]) -> tuple[list[
         counts[s.name] = {
             "units": len(s.units), "heldout_units": len(he), "heldout_lines": len(kept),
             "dropped_lines": len(lines) - len(kept), "train_bytes": sum(len(u.encode()) for u in tr),
-            "trained": s.group in train_groups,
+            "trained": s.group in train_groups and s.name not in leave_out,
         }  # fmt: skip
     return inputs, held, counts
 
@@ -333,6 +335,11 @@ def main() -> int:
         default="all",
         help="all: the train part of every source; tokenizer_train: only those files (the other sets are then unseen registers)",
     )
+    ap.add_argument(
+        "--leave-out",
+        default="",
+        help="comma-separated sources not trained on at all (an unseen register, the rest of the corpus kept)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_tokenizer")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument(
@@ -351,7 +358,11 @@ def main() -> int:
     work = args.out
     srcs = sources(data)
     groups = {"tokenizer_train", "other sets"} if args.train_on == "all" else {"tokenizer_train"}
-    inputs, held, counts = split(srcs, work, groups)
+    leave_out = {n for n in args.leave_out.split(",") if n}
+    unknown = leave_out - {s.name for s in srcs}
+    if unknown:
+        ap.error(f"--leave-out: unknown source(s) {sorted(unknown)}; known: {[s.name for s in srcs]}")
+    inputs, held, counts = split(srcs, work, groups, leave_out)
     if args.speed_only:
         print(speed_section(load(args.speed_only), held)[0])
         return 0
@@ -416,6 +427,12 @@ def main() -> int:
         goal += f"; {lang}: {more:+.1f}% tokens vs Tekken (goal <= +10%)"
         ok &= more <= 10
     print(f"## Goal\n\n{goal}: {'MET' if ok else 'NOT MET'}\n")
+    unseen = [r for r in rows if r["lang"] == "ko" and not r["trained"]]
+    if unseen:
+        print(
+            f"Korean sources never trained on ({', '.join(r['source'] for r in unseen)}): "
+            f"{_sum_fewer(unseen, 'o200k'):.1f}% fewer tokens than o200k\n"
+        )
 
     results: dict = {
         "stats": stats,
