@@ -140,12 +140,36 @@ def test_korean_pretokenizer_splits_scripts_and_digits():
     split = Split(Regex(pretokenizer_pattern("k1", "single")), behavior="isolated")
     pieces = [p for p, _ in split.pre_tokenize_str("AI가 2024년에 GPU를 샀다. 東京に 갔어요\n    return x")]
     assert pieces == [
-        "AI", "가", " ", "2", "0", "2", "4", "년에", " GPU", "를", " 샀다.", " 東京に", " 갔어요", "\n", "   ", " return", " x",
+        "AI", "가", " 2", "0", "2", "4", "년에", " GPU", "를", " 샀다.", " 東京に", " 갔어요", "\n", "   ", " return", " x",
     ]  # fmt: skip
     triple = Split(Regex(pretokenizer_pattern("k1", "triple")), behavior="isolated")
     assert [p for p, _ in triple.pre_tokenize_str("12345")] == ["123", "45"]
     r2l = Split(Regex(pretokenizer_pattern("k1", "triple-r2l")), behavior="isolated")
-    assert [p for p, _ in r2l.pre_tokenize_str("1234567 89")] == ["1", "234", "567", " ", "89"]
+    assert [p for p, _ in r2l.pre_tokenize_str("1234567 89")] == ["1", "234", "567", " 89"]
+
+
+def test_sentence_mark_runs_and_quotes_are_not_split_after_one_mark():
+    """One sentence mark stays on its Korean word only when no other symbol follows, so "..." and
+    ".”" are whole pieces, not "." on the word plus a stray ".." / "”" (measured: docs/tokenizer.md)."""
+    from tokenizers import Regex
+    from tokenizers.pre_tokenizers import Split
+
+    def cut(text: str, phrase_words: int = 1) -> list[str]:
+        split = Split(Regex(pretokenizer_pattern("k1", "single", phrase_words)), behavior="isolated")
+        return [p for p, _ in split.pre_tokenize_str(text)]
+
+    assert cut('영화... 최고! "좋다." 했다.\n') == [
+        "영화",
+        "...",
+        " 최고!",
+        ' "',
+        "좋다",
+        '."',
+        " 했다.",
+        "\n",
+    ]
+    # The multiword (phrase) pattern ends its phrases the same way.
+    assert cut("정말 좋은 영화... 최고 최고! 했다.", 4) == ["정말 좋은 영화", "...", " 최고 최고!", " 했다."]
 
 
 def test_korean_is_compressed_better_than_english_bytes(tok):

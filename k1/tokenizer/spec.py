@@ -87,62 +87,47 @@ def special_tokens(block: int = DEFAULT_SPECIAL_BLOCK) -> list[tuple[str, bool]]
 # Letters that are neither Hangul nor CJK (Latin, Cyrillic, Greek, ...), for the "word" rule.
 _OTHER_LETTERS = r"[[\p{L}\p{M}]&&[^\p{Hangul}\p{Han}\p{Hiragana}\p{Katakana}]]"
 
-_HANGUL = r"\p{Hangul}"
-_MARK = r"[.,!?~]"
+# One sentence mark may end a Korean word (" 했다.", " 좋아요!"), but not the first mark of a run:
+# "영화..." is " 영화" + "...", "했다.”" is " 했다" + ".”", so mark runs and closing quotes are
+# shared tokens instead of leaving a stray "..", "”" after every word that keeps one mark.
+_MARK = r"[.,!?~](?![^\s\p{L}\p{N}])"
+_EOJEOL = r" ?\p{Hangul}+(?:" + _MARK + ")?"
 
-
-def _eojeol(hangul: str = _HANGUL, mark: str = _MARK) -> str:
-    return " ?" + hangul + "+(?:" + mark + ")?"
-
-
-def _k1_rules(
-    hangul: str = _HANGUL, mark: str = _MARK, korean_extra: tuple[str, ...] = ()
-) -> tuple[str, ...]:
-    return (
-        # English contractions stay one piece ("it's" -> "it", "'s"), as in GPT-2/4.
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
-        # Korean: an eojeol, the unit Korean corpora count (the Sejong corpus among them): a run of
-        # Hangul (syllables and every jamo block, so old-style combining jamo stay together) with its
-        # leading space and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
-        # Particles and endings stay attached: BPE learns frequent words whole and splits rarer ones
-        # into stem + ending pieces. Splitting particles off by rule instead, and leaving the sentence
-        # mark out, both cost compression on held-out Korean (measured: docs/tokenizer.md).
-        # A Hangul run that follows a Latin word or a digit without a space ("GPU를", "2024년에") is
-        # its own piece, so particles and counters after foreign words and numbers become shared
-        # tokens ("를", "년에") instead of one token per foreign word + particle.
-        _eojeol(hangul, mark),
-        *korean_extra,
-        # Chinese characters and kana, in runs (no spaces between words in these scripts).
-        r" ?[\p{Han}\p{Hiragana}\p{Katakana}ー]+",
-        # Other words (English, code identifiers, Cyrillic, ...), with one leading space or symbol
-        # (" the", ".append", "_name"), as in GPT-4's cl100k pattern.
-        r"[^\r\n\p{L}\p{N}]?" + _OTHER_LETTERS + "+",
-        # Numbers: DIGITS is filled in per config (one digit per token by default).
-        "{digits}",
-        # Punctuation, symbols and emoji, with one leading space and any trailing newlines.
-        r" ?[^\s\p{L}\p{N}]+[\r\n]*",
-        # Newlines (with the spaces before them), then indentation: a run of spaces keeps all but its
-        # last space, which goes to the next word (so "    return" is "   " + " return").
-        r"\s*[\r\n]+",
-        r"\s+(?!\S)",
-        r"\s+",
-    )
-
-
-# Hangul compatibility jamo (ㅋ ㅎ ㅠ ㅜ ...), typed alone in informal text ("최고ㅋㅋ", "ㅠㅠ").
-_COMPAT_JAMO = r"\x{3131}-\x{318E}"
-_KOREAN_VARIANTS = {
-    # name -> (Hangul class of an eojeol, sentence mark, extra Korean rules)
-    "k1": (_HANGUL, _MARK, ()),
-    "k1-jamo": (f"[{_HANGUL}&&[^{_COMPAT_JAMO}]]", _MARK, (f" ?[{_COMPAT_JAMO}]+",)),
-    "k1-mark": (_HANGUL, r"[.,!?~](?![^\s\p{L}\p{N}])", ()),
-    "k1-numspace": (_HANGUL, _MARK, ()),
-}
-_K1_RULES = _k1_rules()
+_K1_RULES = (
+    # English contractions stay one piece ("it's" -> "it", "'s"), as in GPT-2/4.
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+    # Korean: an eojeol, the unit Korean corpora count (the Sejong corpus among them): a run of
+    # Hangul (syllables and every jamo block, so old-style combining jamo stay together) with its
+    # leading space and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
+    # Particles and endings stay attached: BPE learns frequent words whole and splits rarer ones
+    # into stem + ending pieces. Splitting particles off by rule instead, and leaving the sentence
+    # mark out, both cost compression on held-out Korean (measured: docs/tokenizer.md).
+    # A Hangul run that follows a Latin word or a digit without a space ("GPU를", "2024년에") is
+    # its own piece, so particles and counters after foreign words and numbers become shared
+    # tokens ("를", "년에") instead of one token per foreign word + particle.
+    _EOJEOL,
+    # Chinese characters and kana, in runs (no spaces between words in these scripts).
+    r" ?[\p{Han}\p{Hiragana}\p{Katakana}ー]+",
+    # Other words (English, code identifiers, Cyrillic, ...), with one leading space or symbol
+    # (" the", ".append", "_name"), as in GPT-4's cl100k pattern.
+    r"[^\r\n\p{L}\p{N}]?" + _OTHER_LETTERS + "+",
+    # Numbers: DIGITS is filled in per config (one digit per token by default). The space before
+    # a number goes with its first digit (" 2" "0" "2" "4" "년"): GPT-4's pattern leaves it a token
+    # of its own, one token per number in running text (measured: docs/tokenizer.md).
+    " ?{digits}",
+    # Punctuation, symbols and emoji, with one leading space and any trailing newlines.
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*",
+    # Newlines (with the spaces before them), then indentation: a run of spaces keeps all but its
+    # last space, which goes to the next word (so "    return" is "   " + " return").
+    r"\s*[\r\n]+",
+    r"\s+(?!\S)",
+    r"\s+",
+)
 
 # How digits are split. "single" (the default: every digit its own token, so arithmetic sees
-# aligned digits and every number is spelled the same way, as in LLaMA 1-2, PaLM and Qwen) costs
-# about one point of Korean compression against the groupings of three (measured: docs/tokenizer.md).
+# aligned digits, as in LLaMA 1-2, PaLM and Qwen; the k1 pattern lets the first digit carry the
+# space before the number) costs about one point of Korean compression against the groupings of
+# three (measured: docs/tokenizer.md).
 # "triple": groups of up to three from the left, as in GPT-4, LLaMA 3 and DeepSeek-V3.
 DIGIT_RULES = {
     "single": r"\p{N}",
@@ -154,7 +139,7 @@ DIGIT_RULES = {
 }
 
 PRETOKENIZERS = {
-    **{name: "|".join(_k1_rules(*v)) for name, v in _KOREAN_VARIANTS.items()},
+    "k1": "|".join(_K1_RULES),
     # GPT-4's cl100k pattern, kept as a baseline to compare against.
     "gpt4": (
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|{digits}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -163,9 +148,9 @@ PRETOKENIZERS = {
 }
 
 
-def phrase_rule(max_words: int, hangul: str = _HANGUL, mark: str = _MARK) -> str:
+def phrase_rule(max_words: int) -> str:
     """Korean phrase: up to max_words eojeol joined by single spaces, ending at a sentence mark."""
-    return " ?" + hangul + "+(?: " + hangul + "+){0," + str(max_words - 1) + "}(?:" + mark + ")?"
+    return r" ?\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + "}(?:" + _MARK + ")?"
 
 
 def pretokenizer_pattern(name: str, digits: str = "single", phrase_words: int = 1) -> str:
@@ -175,16 +160,13 @@ def pretokenizer_pattern(name: str, digits: str = "single", phrase_words: int = 
         raise ConfigError(f"unknown pretokenizer {name!r}{did_you_mean(name, list(PRETOKENIZERS))}")
     if digits not in DIGIT_RULES:
         raise ConfigError(f"unknown digits rule {digits!r}{did_you_mean(digits, list(DIGIT_RULES))}")
-    pattern = PRETOKENIZERS[name].replace(
-        "{digits}", (" ?" if name == "k1-numspace" else "") + DIGIT_RULES[digits]
-    )
+    pattern = PRETOKENIZERS[name].replace("{digits}", DIGIT_RULES[digits])
     if phrase_words > 1:
-        if name not in _KOREAN_VARIANTS:
+        if _EOJEOL not in pattern:
             raise ConfigError(
                 f"pretokenizer {name!r} has no Korean eojeol rule; multiword merges need the k1 pretokenizer (or set multiword_share to 0)"
             )
-        hangul, mark, _ = _KOREAN_VARIANTS[name]
-        pattern = pattern.replace(_eojeol(hangul, mark), phrase_rule(phrase_words, hangul, mark), 1)
+        pattern = pattern.replace(_EOJEOL, phrase_rule(phrase_words), 1)
     return pattern
 
 
