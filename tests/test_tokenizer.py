@@ -172,6 +172,33 @@ def test_sentence_mark_runs_and_quotes_are_not_split_after_one_mark():
     assert cut("정말 좋은 영화... 최고 최고! 했다.", 4) == ["정말 좋은 영화", "...", " 최고 최고!", " 했다."]
 
 
+def test_a_word_that_starts_a_line_carries_the_line_break():
+    """A line break before a word goes with it as a space would ("\n나", "\nAnd"); a blank line and
+    indentation stay apart, so code keeps "\n" + "   " + " return"."""
+    from tokenizers import Regex
+    from tokenizers.pre_tokenizers import Split
+
+    text = "가네요.\n나 배고파\r\nAnd so\n\n좋아\n    return"
+    for words, lines in ((1, ["\n나", " 배고파"]), (4, ["\n나 배고파"])):
+        split = Split(Regex(pretokenizer_pattern("k1", "single", words)), behavior="isolated")
+        pieces = [p for p, _ in split.pre_tokenize_str(text)]
+        assert pieces == ["가네요.", *lines, "\r\nAnd", " so", "\n\n", "좋아", "\n", "   ", " return"]
+
+
+def test_text_files_are_read_in_blocks_of_whole_lines(tmp_path):
+    """Training documents of a text file span lines (so the trainer sees line breaks before words,
+    as encoding does later), end at line ends, and together are the file exactly."""
+    from k1.tokenizer.corpus import TEXT_BLOCK_CHARS, Source, documents
+
+    lines = [f"{i}번째 줄입니다.\n" for i in range(3 * TEXT_BLOCK_CHARS // 10)]
+    f = tmp_path / "ko.txt"
+    f.write_text("".join(lines), encoding="utf-8")
+    docs = list(documents(Source(f, "ko", "text")))
+    assert "".join(docs) == "".join(lines)
+    assert 1 < len(docs) < len(lines) and all(d.endswith("\n") for d in docs)
+    assert all(d.count("\n") > 1 for d in docs[:-1])
+
+
 def test_korean_is_compressed_better_than_english_bytes(tok):
     # A tokenizer trained Korean-first packs several Hangul bytes per token on Korean it saw.
     text = (ASSETS / "ko.txt").read_text(encoding="utf-8")[:20000]

@@ -31,6 +31,9 @@ CODE_SUFFIXES = {
 # A document longer than this is cut into pieces: the BPE trainer counts words per document and a
 # multi-gigabyte "line" would otherwise be held in memory at once.
 MAX_DOC_CHARS = 1 << 20
+# A plain text file is read in blocks of whole lines of about this size, so the trainer sees text
+# as it is encoded later: pieces that span a line end (".\n", "\n\n", a word after a newline).
+TEXT_BLOCK_CHARS = 4096
 _SNIFF_BYTES = 1 << 16
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\ud7b0-\ud7ff]")
@@ -178,8 +181,15 @@ def documents(source: Source, key: str = "text") -> Iterator[str]:
     """The documents of one file: lines of a text file, `key` fields of JSON / parquet records."""
     if source.kind == "text":
         with open(source.path, encoding="utf-8", newline="") as f:
+            block, size = [], 0
             for line in f:
-                yield from _cut(line)
+                block.append(line)
+                size += len(line)
+                if size >= TEXT_BLOCK_CHARS:
+                    yield from _cut("".join(block))
+                    block, size = [], 0
+            if block:
+                yield from _cut("".join(block))
     elif source.kind == "jsonl":
         for text in _records(source.path, key):
             yield from _cut(text)

@@ -91,14 +91,19 @@ _OTHER_LETTERS = r"[[\p{L}\p{M}]&&[^\p{Hangul}\p{Han}\p{Hiragana}\p{Katakana}]]"
 # "영화..." is " 영화" + "...", "했다.”" is " 했다" + ".”", so mark runs and closing quotes are
 # shared tokens instead of leaving a stray "..", "”" after every word that keeps one mark.
 _MARK = r"[.,!?~](?![^\s\p{L}\p{N}])"
-_EOJEOL = r" ?\p{Hangul}+(?:" + _MARK + ")?"
+# A word's leading whitespace: a space, or one line break. A word that starts a line carries the
+# newline the way other words carry their space ("\n그래서", "\nThe"), so line-per-sentence text
+# (chat turns, Q/A, lists, hard-wrapped prose) does not pay a "\n" token per line; GPT-4's pattern
+# keeps every newline apart (measured: docs/tokenizer.md). A blank line ("\n\n") stays its own piece.
+_LEAD = r"(?: |\r?\n)?"
+_EOJEOL = _LEAD + r"\p{Hangul}+(?:" + _MARK + ")?"
 
 _K1_RULES = (
     # English contractions stay one piece ("it's" -> "it", "'s"), as in GPT-2/4.
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
     # Korean: an eojeol, the unit Korean corpora count (the Sejong corpus among them): a run of
     # Hangul (syllables and every jamo block, so old-style combining jamo stay together) with its
-    # leading space and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
+    # leading space (or line break) and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
     # Particles and endings stay attached: BPE learns frequent words whole and splits rarer ones
     # into stem + ending pieces. Splitting particles off by rule instead, and leaving the sentence
     # mark out, both cost compression on held-out Korean (measured: docs/tokenizer.md).
@@ -108,9 +113,9 @@ _K1_RULES = (
     _EOJEOL,
     # Chinese characters and kana, in runs (no spaces between words in these scripts).
     r" ?[\p{Han}\p{Hiragana}\p{Katakana}ー]+",
-    # Other words (English, code identifiers, Cyrillic, ...), with one leading space or symbol
-    # (" the", ".append", "_name"), as in GPT-4's cl100k pattern.
-    r"[^\r\n\p{L}\p{N}]?" + _OTHER_LETTERS + "+",
+    # Other words (English, code identifiers, Cyrillic, ...), with one leading space, symbol or
+    # line break (" the", ".append", "_name", "\nThe"); GPT-4's cl100k pattern has no line break here.
+    r"(?:[^\r\n\p{L}\p{N}]|\r?\n)?" + _OTHER_LETTERS + "+",
     # Numbers: DIGITS is filled in per config (one digit per token by default). The space before
     # a number goes with its first digit (" 2" "0" "2" "4" "년"): GPT-4's pattern leaves it a token
     # of its own, one token per number in running text (measured: docs/tokenizer.md).
@@ -150,7 +155,7 @@ PRETOKENIZERS = {
 
 def phrase_rule(max_words: int) -> str:
     """Korean phrase: up to max_words eojeol joined by single spaces, ending at a sentence mark."""
-    return r" ?\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + "}(?:" + _MARK + ")?"
+    return _LEAD + r"\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + "}(?:" + _MARK + ")?"
 
 
 def pretokenizer_pattern(name: str, digits: str = "single", phrase_words: int = 1) -> str:
