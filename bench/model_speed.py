@@ -114,11 +114,8 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
     from transformers import AutoModelForCausalLM
 
     base = ModelConfig.preset(name)
-    cfg = ModelConfig.preset(
-        name,
-        vocab_size=min(32768, base.vocab_size),
-        max_position_embeddings=max(base.max_position_embeddings, seq + new_tokens + 8),
-    )
+    cfg = ModelConfig.preset(name, vocab_size=min(32768, base.vocab_size),
+                             max_position_embeddings=max(base.max_position_embeddings, seq + new_tokens + 8))
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp()
     k1.save(Transformer(cfg), tmp)
@@ -128,11 +125,7 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
     # -- training
     results = {}
     for who in ("k1", "transformers"):
-        model = (
-            k1.load(tmp).train()
-            if who == "k1"
-            else AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).train()
-        )
+        model = k1.load(tmp).train() if who == "k1" else AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).train()
         step = train_step_fn(model, ids, hf=who == "transformers")
         # One step first: weights paged in (k1 memory-maps them), optimizer state allocated. The
         # figure is then the step's own peak above that steady state (activations, gradients,
@@ -147,30 +140,12 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
     flops = cfg.flops_per_token(seq, training=True, include_mtp=False)
     k1_tps = results["k1"][0]
     rows.append((name, "train tokens/s (8x512, bf16 autocast)", results["k1"][0], results["transformers"][0]))
-    rows.append(
-        (
-            name,
-            "train step peak memory MiB (above steady)",
-            results["k1"][1] / 2**20,
-            results["transformers"][1] / 2**20,
-        )
-    )
-    rows.append(
-        (
-            name,
-            "train MFU vs bf16 matmul peak %",
-            100 * k1_tps * flops / (peaks["bf16"] * 1e12),
-            100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12),
-        )
-    )
-    rows.append(
-        (
-            name,
-            "train MFU vs fp32 matmul peak %",
-            100 * k1_tps * flops / (peaks["fp32"] * 1e12),
-            100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12),
-        )
-    )
+    rows.append((name, "train step peak memory MiB (above steady)", results["k1"][1] / 2**20,
+                 results["transformers"][1] / 2**20))
+    rows.append((name, "train MFU vs bf16 matmul peak %", 100 * k1_tps * flops / (peaks["bf16"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
+    rows.append((name, "train MFU vs fp32 matmul peak %", 100 * k1_tps * flops / (peaks["fp32"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12)))
 
     # -- inference in bf16 weights
     k1m = k1.load(tmp, dtype=torch.bfloat16).eval()
@@ -190,22 +165,14 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
 
         def run_hf(prompts=prompts):
             with torch.no_grad():
-                hf.generate(
-                    prompts,
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    do_sample=False,
-                    pad_token_id=0,
-                    eos_token_id=None,
-                )
+                hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                            pad_token_id=0, eos_token_id=None)
 
         with PeakRSS() as m1:
             t1 = timed(run_k1, max(1, steps // 2))
         with PeakRSS() as m2:
             t2 = timed(run_hf, max(1, steps // 2))
-        rows.append(
-            (name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2)
-        )
+        rows.append((name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2))
         rows.append((name, f"decode peak memory MiB (batch {b})", m1.delta / 2**20, m2.delta / 2**20))
 
     k1_bf16 = cfg.kv_cache_bytes_per_token(2)
@@ -230,25 +197,17 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads (0: torch's default). On a shared, busy machine 1 gives stable figures.",
-    )
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default). On a shared, busy machine 1 gives stable figures.")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     import transformers
 
     transformers.logging.set_verbosity_error()
-    print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}"
-    )
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     peaks = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
-    print(
-        f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n"
-    )
+    print(f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n")
     rows = []
     for name in args.presets.split(","):
         rows += bench_preset(name, args.steps, args.seq, args.batch, args.new_tokens, peaks)

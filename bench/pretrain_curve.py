@@ -61,79 +61,34 @@ def main() -> None:
 
     t = time.perf_counter()
     tok_dir = out / "tokenizer"
-    k1tok.train(
-        [f"ko:{f}" for f in files],
-        args.vocab,
-        tok_dir,
-        overwrite=True,
-        progress=False,
-        log=lambda *a, **k: None,
-    )
+    k1tok.train([f"ko:{f}" for f in files], args.vocab, tok_dir, overwrite=True, progress=False, log=lambda *a, **k: None)
     shards = out / "shards"
     if not (shards / "manifest.json").is_file():
-        k1data.prepare(
-            {
-                "out": str(shards),
-                "tasks": 2,
-                "workers": 2,
-                "progress": False,
-                "inputs": [{"path": str(f), "format": "text", "text_unit": "paragraph"} for f in files],
-                "tokenize": {"tokenizer": str(tok_dir), "validation": 0.05},
-            }
-        )
+        k1data.prepare({
+            "out": str(shards), "tasks": 2, "workers": 2, "progress": False,
+            "inputs": [{"path": str(f), "format": "text", "text_unit": "paragraph"} for f in files],
+            "tokenize": {"tokenizer": str(tok_dir), "validation": 0.05},
+        })
     prep_s = time.perf_counter() - t
-    train_ds, val_ds = (
-        ShardDataset(shards / "manifest.json", "train"),
-        ShardDataset(shards / "manifest.json", "validation"),
-    )
+    train_ds, val_ds = ShardDataset(shards / "manifest.json", "train"), ShardDataset(shards / "manifest.json", "validation")
     vocab = k1tok.load(tok_dir).vocab_size
     h1 = unigram_entropy(list(train_ds), list(val_ds), vocab)
 
     # Steps that fit the budget: time a short probe first, then run the real schedule.
-    probe = run(
-        TrainConfig(
-            out_dir=str(out / "probe"),
-            model="tiny",
-            data=str(shards / "manifest.json"),
-            tokenizer=str(tok_dir),
-            seq_len=args.seq_len,
-            batch_size=args.batch_size,
-            max_steps=10,
-            warmup_steps=2,
-            eval_every=10,
-            save_every=10,
-            peak_tflops=1.0,
-        ),
-        progress=False,
-    )
+    probe = run(TrainConfig(out_dir=str(out / "probe"), model="tiny", data=str(shards / "manifest.json"),
+                            tokenizer=str(tok_dir), seq_len=args.seq_len, batch_size=args.batch_size, max_steps=10,
+                            warmup_steps=2, eval_every=10, save_every=10, peak_tflops=1.0), progress=False)
     step_s = probe.seconds / 10
     steps = max(20, int(args.minutes * 60 / step_s * 0.9))
-    res = run(
-        TrainConfig(
-            out_dir=str(out / "run"),
-            model="tiny",
-            data=str(shards / "manifest.json"),
-            tokenizer=str(tok_dir),
-            seq_len=args.seq_len,
-            batch_size=args.batch_size,
-            max_steps=steps,
-            warmup_steps=max(10, steps // 20),
-            lr=3e-3,
-            eval_every=max(10, steps // 12),
-            save_every=steps,
-            eval_batches=16,
-        ),
-        progress=True,
-    )
+    res = run(TrainConfig(out_dir=str(out / "run"), model="tiny", data=str(shards / "manifest.json"),
+                          tokenizer=str(tok_dir), seq_len=args.seq_len, batch_size=args.batch_size, max_steps=steps,
+                          warmup_steps=max(10, steps // 20), lr=3e-3, eval_every=max(10, steps // 12),
+                          save_every=steps, eval_batches=16), progress=True)
     curve = [(h["step"], h["val_loss"]) for h in res.history if "val_loss" in h]
     tokens = sum(a.size for a in train_ds)
-    print(
-        f"\nKorean text: {len(files)} files, {tokens:,} training tokens (vocab {vocab}); preparation {prep_s:.0f}s"
-    )
-    print(
-        f"tiny: {steps} steps x {args.batch_size} x {args.seq_len} tokens in {res.seconds:.0f}s "
-        f"({res.tokens / res.seconds:,.0f} tokens/s)"
-    )
+    print(f"\nKorean text: {len(files)} files, {tokens:,} training tokens (vocab {vocab}); preparation {prep_s:.0f}s")
+    print(f"tiny: {steps} steps x {args.batch_size} x {args.seq_len} tokens in {res.seconds:.0f}s "
+          f"({res.tokens / res.seconds:,.0f} tokens/s)")
     print(f"unigram entropy of the validation tokens: {h1:.3f} nats/token ({h1 / math.log(2):.2f} bits)")
     print(f"{'step':>6} {'val loss':>9} {'vs unigram':>11}")
     for step, v in curve:
@@ -149,18 +104,8 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=110)
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "unigram_entropy": h1,
-                "curve": curve,
-                "steps": steps,
-                "seconds": res.seconds,
-                "train_tokens": tokens,
-            },
-            indent=2,
-        )
-    )
+    (out / "results.json").write_text(json.dumps({"unigram_entropy": h1, "curve": curve, "steps": steps,
+                                                  "seconds": res.seconds, "train_tokens": tokens}, indent=2))
 
 
 if __name__ == "__main__":

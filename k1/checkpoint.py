@@ -42,13 +42,8 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size
 # Files that make a tokenizer; copied next to the weights when save() is given a tokenizer directory.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "k1_tokenizer.json",
-)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "k1_tokenizer.json")
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
@@ -90,7 +85,7 @@ def to_hf_state_dict(model) -> dict[str, torch.Tensor]:
             layer = cfg.num_hidden_layers + int(m.group(1))
             prefix, rest = f"model.layers.{layer}.", m.group(2)
             if rest.startswith("block."):
-                put_block(prefix, rest[len("block.") :], t)
+                put_block(prefix, rest[len("block."):], t)
             elif rest == "norm.weight":
                 out[prefix + "shared_head.norm.weight"] = t
             else:
@@ -104,9 +99,8 @@ def to_hf_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def from_hf_state_dict(
-    tensors: dict[str, torch.Tensor], cfg: ModelConfig, where: dict[str, str] | None = None
-) -> dict[str, torch.Tensor]:
+def from_hf_state_dict(tensors: dict[str, torch.Tensor], cfg: ModelConfig,
+                       where: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """Released-checkpoint (or fused-expert) names -> k1 names. Unknown tensors are an error."""
     where = where or {}
     L = cfg.num_hidden_layers
@@ -127,10 +121,8 @@ def from_hf_state_dict(
 
     for name in tensors:
         if name.endswith("weight_scale_inv"):
-            raise CheckpointError(
-                f"{where.get(name, 'checkpoint')}: tensor {name} is fp8-quantized; "
-                "k1 reads bf16/fp32 checkpoints (dequantize it first)"
-            )
+            raise CheckpointError(f"{where.get(name, 'checkpoint')}: tensor {name} is fp8-quantized; "
+                                  "k1 reads bf16/fp32 checkpoints (dequantize it first)")
         if name.endswith("rotary_emb.inv_freq"):
             continue
         m = _LAYER.match(name)
@@ -143,10 +135,8 @@ def from_hf_state_dict(
             continue
         k = layer - L
         if k >= cfg.num_nextn_predict_layers:
-            raise CheckpointError(
-                f"{where.get(name, 'checkpoint')}: tensor {name} belongs to layer {layer}, "
-                f"but config.json has {L} layers and {cfg.num_nextn_predict_layers} MTP layers"
-            )
+            raise CheckpointError(f"{where.get(name, 'checkpoint')}: tensor {name} belongs to layer {layer}, "
+                                  f"but config.json has {L} layers and {cfg.num_nextn_predict_layers} MTP layers")
         if rest in ("embed_tokens.weight", "shared_head.head.weight"):
             continue  # the main model's embedding and head are shared
         prefix = f"mtp.{k}."
@@ -160,10 +150,8 @@ def from_hf_state_dict(
     for (prefix, proj), by_expert in experts.items():
         missing = sorted(set(range(cfg.n_routed_experts)) - set(by_expert))
         if missing or len(by_expert) != cfg.n_routed_experts:
-            raise CheckpointError(
-                f"checkpoint: {prefix}mlp.experts has {len(by_expert)} experts for {proj}, "
-                f"config.json says {cfg.n_routed_experts} (missing e.g. expert {missing[:1]})"
-            )
+            raise CheckpointError(f"checkpoint: {prefix}mlp.experts has {len(by_expert)} experts for {proj}, "
+                                  f"config.json says {cfg.n_routed_experts} (missing e.g. expert {missing[:1]})")
         stacked = torch.stack([by_expert[e] for e in range(cfg.n_routed_experts)])
         if proj == "down_proj":
             out[prefix + "mlp.experts.down_proj"] = stacked
@@ -172,12 +160,8 @@ def from_hf_state_dict(
     for name in [n for n in out if n.endswith("mlp.experts._gate_up")]:
         parts = out.pop(name)
         if set(parts) != {"gate_proj", "up_proj"}:
-            raise CheckpointError(
-                f"checkpoint: {name[: -len('_gate_up')]} has {sorted(parts)} but needs gate_proj and up_proj"
-            )
-        out[name.replace("_gate_up", "gate_up_proj")] = torch.cat(
-            (parts["gate_proj"], parts["up_proj"]), dim=1
-        )
+            raise CheckpointError(f"checkpoint: {name[:-len('_gate_up')]} has {sorted(parts)} but needs gate_proj and up_proj")
+        out[name.replace("_gate_up", "gate_up_proj")] = torch.cat((parts["gate_proj"], parts["up_proj"]), dim=1)
     return out
 
 
@@ -189,9 +173,7 @@ def _read_config(path: Path) -> tuple[dict, ModelConfig]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
-        raise CheckpointError(
-            f"{path}: not a directory (a model is a directory with config.json and weights)"
-        )
+        raise CheckpointError(f"{path}: not a directory (a model is a directory with config.json and weights)")
     if not cfg_path.is_file():
         raise CheckpointError(f"{path}: not a model directory (no {CONFIG_NAME})")
     try:
@@ -274,21 +256,15 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device
     missing = [n for n in expected if n not in state]
     extra = [n for n in state if n not in expected]
     if missing:
-        raise CheckpointError(
-            f"{path}: tensor {missing[0]} is missing"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
+        raise CheckpointError(f"{path}: tensor {missing[0]} is missing"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if extra:
-        raise CheckpointError(
-            f"{where.get(extra[0], path)}: unexpected tensor {extra[0]} for this config.json"
-            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
-        )
+        raise CheckpointError(f"{where.get(extra[0], path)}: unexpected tensor {extra[0]} for this config.json"
+                              + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     for name, ref in expected.items():
         if tuple(state[name].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{where.get(name, path)}: tensor {name} has shape {tuple(state[name].shape)}, "
-                f"config.json implies {tuple(ref.shape)}"
-            )
+            raise CheckpointError(f"{where.get(name, path)}: tensor {name} has shape {tuple(state[name].shape)}, "
+                                  f"config.json implies {tuple(ref.shape)}")
     target = _dtype(dtype) if dtype is not None else None
     for name in state:
         t = state[name]
@@ -312,14 +288,8 @@ def _is_mtp(name: str, cfg: ModelConfig) -> bool:
 def _dtype(d: torch.dtype | str) -> torch.dtype:
     if isinstance(d, torch.dtype):
         return d
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
     if d not in table:
         raise ConfigError(f"unknown dtype {d!r}; valid: {', '.join(table)}")
     return table[d]
@@ -341,15 +311,9 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     return shards
 
 
-def save(
-    model,
-    path: str | os.PathLike,
-    tokenizer=None,
-    dtype: torch.dtype | str | None = None,
-    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-    extra_files: dict[str, str] | None = None,
-    write_extra=None,
-) -> Path:
+def save(model, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | str | None = None,
+         max_shard_bytes: int = DEFAULT_SHARD_BYTES, extra_files: dict[str, str] | None = None,
+         write_extra=None) -> Path:
     """Write `model` as a Hugging Face A.X K1 directory, atomically.
 
     Everything is written into a temporary sibling directory, which is renamed into place only
@@ -439,6 +403,7 @@ def _version() -> str:
 def is_model_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
     return (p / CONFIG_NAME).is_file() and ((p / WEIGHTS_NAME).is_file() or (p / INDEX_NAME).is_file())
+
 
 
 class StateDictModel:

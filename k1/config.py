@@ -112,54 +112,30 @@ class ModelConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("int",) and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ConfigError(
-                    f"invalid model config: {f.name} must be a non-negative integer, got {value!r}"
-                )
+                raise ConfigError(f"invalid model config: {f.name} must be a non-negative integer, got {value!r}")
         need(self.vocab_size > 0 and self.hidden_size > 0, "vocab_size and hidden_size must be positive")
-        need(
-            self.num_hidden_layers > 0 and self.num_attention_heads > 0,
-            "need at least one layer and one head",
-        )
+        need(self.num_hidden_layers > 0 and self.num_attention_heads > 0, "need at least one layer and one head")
         need(self.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim must be even (rotary pairs)")
-        need(
-            self.q_lora_rank is None or (isinstance(self.q_lora_rank, int) and self.q_lora_rank > 0),
-            "q_lora_rank must be a positive integer or None",
-        )
+        need(self.q_lora_rank is None or (isinstance(self.q_lora_rank, int) and self.q_lora_rank > 0),
+             "q_lora_rank must be a positive integer or None")
         if self.has_moe:
             need(self.n_routed_experts > 0, "n_routed_experts must be positive when MoE layers exist")
-            need(
-                0 < self.num_experts_per_tok <= self.n_routed_experts,
-                f"num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..n_routed_experts ({self.n_routed_experts})",
-            )
-            need(
-                self.n_group > 0 and self.n_routed_experts % self.n_group == 0,
-                f"n_routed_experts ({self.n_routed_experts}) must divide into n_group ({self.n_group}) groups",
-            )
-            need(
-                0 < self.topk_group <= self.n_group,
-                f"topk_group ({self.topk_group}) must be in 1..n_group ({self.n_group})",
-            )
+            need(0 < self.num_experts_per_tok <= self.n_routed_experts,
+                 f"num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..n_routed_experts ({self.n_routed_experts})")
+            need(self.n_group > 0 and self.n_routed_experts % self.n_group == 0,
+                 f"n_routed_experts ({self.n_routed_experts}) must divide into n_group ({self.n_group}) groups")
+            need(0 < self.topk_group <= self.n_group, f"topk_group ({self.topk_group}) must be in 1..n_group ({self.n_group})")
             per_group = self.n_routed_experts // self.n_group
-            need(
-                per_group >= 2,
-                "each expert group needs at least 2 experts (groups are scored by their top-2)",
-            )
-            need(
-                self.topk_group * per_group >= self.num_experts_per_tok,
-                "topk_group groups hold fewer experts than num_experts_per_tok",
-            )
+            need(per_group >= 2, "each expert group needs at least 2 experts (groups are scored by their top-2)")
+            need(self.topk_group * per_group >= self.num_experts_per_tok,
+                 "topk_group groups hold fewer experts than num_experts_per_tok")
         if self.rope_scaling is not None:
             rtype = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
-            need(
-                rtype in ("yarn", "default"),
-                f"rope_scaling.rope_type {rtype!r} is not supported (yarn, default)",
-            )
+            need(rtype in ("yarn", "default"), f"rope_scaling.rope_type {rtype!r} is not supported (yarn, default)")
             if rtype == "yarn":
                 need(float(self.rope_scaling.get("factor", 0)) >= 1.0, "rope_scaling.factor must be >= 1")
-                need(
-                    int(self.rope_scaling.get("original_max_position_embeddings", 0)) > 0,
-                    "rope_scaling.original_max_position_embeddings must be positive",
-                )
+                need(int(self.rope_scaling.get("original_max_position_embeddings", 0)) > 0,
+                     "rope_scaling.original_max_position_embeddings must be positive")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -187,10 +163,7 @@ class ModelConfig:
         """The transformers `AXK1Config` dict written as config.json."""
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling is not None and self.rope_type == "yarn":
-            rope = {
-                **{k: v for k, v in self.rope_scaling.items() if k != "type"},
-                "rope_theta": self.rope_theta,
-            }
+            rope = {**{k: v for k, v in self.rope_scaling.items() if k != "type"}, "rope_theta": self.rope_theta}
             rope["rope_type"] = "yarn"
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         for k in ("rope_scaling", "rope_theta", "first_k_dense_replace", "moe_layer_freq"):
@@ -211,13 +184,9 @@ class ModelConfig:
         """Read a transformers A.X K1 config (v5 `rope_parameters` or legacy `rope_scaling` form)."""
         model_type = raw.get("model_type")
         if model_type != "axk1":
-            raise ConfigError(
-                f"{source}: model_type is {model_type!r}, expected 'axk1' (an A.X K1 checkpoint)"
-            )
+            raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'axk1' (an A.X K1 checkpoint)")
         if raw.get("hidden_act", "silu") != "silu":
-            raise ConfigError(
-                f"{source}: hidden_act {raw['hidden_act']!r} is not supported (A.X K1 uses silu)"
-            )
+            raise ConfigError(f"{source}: hidden_act {raw['hidden_act']!r} is not supported (A.X K1 uses silu)")
         if raw.get("num_key_value_heads", raw.get("num_attention_heads")) != raw.get("num_attention_heads"):
             raise ConfigError(f"{source}: num_key_value_heads must equal num_attention_heads in MLA")
         names = {f.name for f in fields(cls)}
@@ -237,9 +206,7 @@ class ModelConfig:
             values["moe_layer_freq"] = 1
             cfg = cls.from_dict(values)
             if cfg.mlp_layer_types != list(layer_types):
-                raise ConfigError(
-                    f"{source}: mlp_layer_types {layer_types} is not 'k dense layers, then MoE'"
-                )
+                raise ConfigError(f"{source}: mlp_layer_types {layer_types} is not 'k dense layers, then MoE'")
             return cfg
         return cls.from_dict(values)
 
@@ -292,11 +259,7 @@ class ModelConfig:
         kv = H * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
         kv += self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
         o = nh * self.v_head_dim * H
-        bias = (
-            (self.q_lora_rank or 0) + self.kv_lora_rank + self.qk_rope_head_dim + H
-            if self.attention_bias
-            else 0
-        )
+        bias = (self.q_lora_rank or 0) + self.kv_lora_rank + self.qk_rope_head_dim + H if self.attention_bias else 0
         attn = q + kv + o + bias
         norms_per_layer = 2 * H
         expert = 3 * H * self.moe_intermediate_size
@@ -314,10 +277,8 @@ class ModelConfig:
         dense_total = n_dense * dense_mlp
         moe_fixed_total = n_moe * moe_fixed
         norms = self.num_hidden_layers * norms_per_layer + H
-        mtp_block = (
-            attn
-            + norms_per_layer
-            + (self.n_routed_experts * expert + moe_fixed if self.has_moe else dense_mlp)
+        mtp_block = attn + norms_per_layer + (
+            self.n_routed_experts * expert + moe_fixed if self.has_moe else dense_mlp
         )
         mtp = self.num_nextn_predict_layers * (2 * H + 2 * H * H + mtp_block + H)
         fixed = embed + head + attention_total + dense_total + moe_fixed_total + norms
@@ -345,19 +306,13 @@ class ModelConfig:
         The input embedding is a lookup, not a matmul, so it is left out (as in PaLM's MFU accounting).
         """
         counts = self.param_counts()
-        matmul_params = counts["active"] - self.vocab_size * self.hidden_size * (
-            0 if self.tie_word_embeddings else 1
-        )
+        matmul_params = counts["active"] - self.vocab_size * self.hidden_size * (0 if self.tie_word_embeddings else 1)
         matmul_params -= counts["norms"]
         layers = self.num_hidden_layers
         if include_mtp and self.num_nextn_predict_layers:
             mtp_active = counts["mtp"] - self.num_nextn_predict_layers * (
-                (self.n_routed_experts - self.num_experts_per_tok)
-                * 3
-                * self.hidden_size
-                * self.moe_intermediate_size
-                if self.has_moe
-                else 0
+                (self.n_routed_experts - self.num_experts_per_tok) * 3 * self.hidden_size * self.moe_intermediate_size
+                if self.has_moe else 0
             )
             matmul_params += mtp_active + self.num_nextn_predict_layers * self.vocab_size * self.hidden_size
             layers += self.num_nextn_predict_layers
@@ -370,25 +325,19 @@ class ModelConfig:
         counts = self.param_counts()
         return {
             "layers": f"{self.num_hidden_layers} ({self.mlp_layer_types.count('dense')} dense, "
-            f"{self.mlp_layer_types.count('sparse')} MoE) + {self.num_nextn_predict_layers} MTP",
+                      f"{self.mlp_layer_types.count('sparse')} MoE) + {self.num_nextn_predict_layers} MTP",
             "hidden": self.hidden_size,
             "attention": f"MLA, {self.num_attention_heads} heads, q rank {self.q_lora_rank}, kv rank "
-            f"{self.kv_lora_rank}, rope {self.qk_rope_head_dim}, nope {self.qk_nope_head_dim}, "
-            f"v {self.v_head_dim}",
+                         f"{self.kv_lora_rank}, rope {self.qk_rope_head_dim}, nope {self.qk_nope_head_dim}, "
+                         f"v {self.v_head_dim}",
             "experts": f"{self.n_routed_experts} routed (top-{self.num_experts_per_tok}, {self.n_group} groups, "
-            f"top-{self.topk_group} groups) + {self.n_shared_experts} shared, dim "
-            f"{self.moe_intermediate_size}"
-            if self.has_moe
-            else "none (dense)",
+                       f"top-{self.topk_group} groups) + {self.n_shared_experts} shared, dim "
+                       f"{self.moe_intermediate_size}" if self.has_moe else "none (dense)",
             "vocab": self.vocab_size,
             "context": self.max_position_embeddings,
-            "rope": f"{self.rope_type}"
-            + (
-                f" x{self.rope_scaling['factor']} from "
-                f"{self.rope_scaling['original_max_position_embeddings']}"
-                if self.rope_type == "yarn"
-                else ""
-            ),
+            "rope": f"{self.rope_type}" + (f" x{self.rope_scaling['factor']} from "
+                                             f"{self.rope_scaling['original_max_position_embeddings']}"
+                                             if self.rope_type == "yarn" else ""),
             "params": counts,
             "weights_bytes_bf16": 2 * (counts["total"] + counts["mtp"]),
             "weights_bytes_fp8": counts["total"] + counts["mtp"],
@@ -405,83 +354,38 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     return 0.1 * mscale * math.log(scale) + 1.0
 
 
-_SMALL_ROPE = {
-    "rope_type": "yarn",
-    "factor": 4.0,
-    "original_max_position_embeddings": 1024,
-    "beta_fast": 32.0,
-    "beta_slow": 1.0,
-    "mscale": 1.0,
-    "mscale_all_dim": 1.0,
-}
+_SMALL_ROPE = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
+               "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
 
 PRESETS: dict[str, ModelConfig] = {
     # A few hundred thousand parameters: trains in seconds on a laptop CPU; used by tests and the demo.
     "tiny": ModelConfig(
-        vocab_size=4096,
-        hidden_size=128,
-        intermediate_size=384,
-        moe_intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        q_lora_rank=64,
-        kv_lora_rank=32,
-        qk_nope_head_dim=32,
-        qk_rope_head_dim=16,
-        v_head_dim=32,
-        n_routed_experts=8,
-        n_shared_experts=1,
-        num_experts_per_tok=2,
-        n_group=2,
-        topk_group=1,
+        vocab_size=4096, hidden_size=128, intermediate_size=384, moe_intermediate_size=64,
+        num_hidden_layers=4, num_attention_heads=4, q_lora_rank=64, kv_lora_rank=32,
+        qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+        n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
         max_position_embeddings=2048,
         rope_scaling={**_SMALL_ROPE, "factor": 2.0, "original_max_position_embeddings": 1024},
     ),
     # ~100M total parameters: a real (if small) MoE that trains at thousands of tokens/s on a CPU.
     "small": ModelConfig(
-        vocab_size=32768,
-        hidden_size=512,
-        intermediate_size=1536,
-        moe_intermediate_size=256,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        q_lora_rank=256,
-        kv_lora_rank=128,
-        qk_nope_head_dim=64,
-        qk_rope_head_dim=32,
-        v_head_dim=64,
-        n_routed_experts=16,
-        n_shared_experts=1,
-        num_experts_per_tok=4,
-        n_group=4,
-        topk_group=2,
-        max_position_embeddings=4096,
-        rope_scaling=dict(_SMALL_ROPE),
+        vocab_size=32768, hidden_size=512, intermediate_size=1536, moe_intermediate_size=256,
+        num_hidden_layers=8, num_attention_heads=8, q_lora_rank=256, kv_lora_rank=128,
+        qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+        n_routed_experts=16, n_shared_experts=1, num_experts_per_tok=4, n_group=4, topk_group=2,
+        max_position_embeddings=4096, rope_scaling=dict(_SMALL_ROPE),
     ),
     # ~2B total, ~0.4B active: the size a single GPU node trains for a domain model.
     "base": ModelConfig(
-        vocab_size=65536,
-        hidden_size=1536,
-        intermediate_size=4096,
-        moe_intermediate_size=512,
-        num_hidden_layers=16,
-        num_attention_heads=16,
-        q_lora_rank=768,
-        kv_lora_rank=256,
-        qk_nope_head_dim=64,
-        qk_rope_head_dim=32,
-        v_head_dim=64,
-        n_routed_experts=48,
-        n_shared_experts=1,
-        num_experts_per_tok=6,
-        n_group=8,
-        topk_group=4,
+        vocab_size=65536, hidden_size=1536, intermediate_size=4096, moe_intermediate_size=512,
+        num_hidden_layers=16, num_attention_heads=16, q_lora_rank=768, kv_lora_rank=256,
+        qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+        n_routed_experts=48, n_shared_experts=1, num_experts_per_tok=6, n_group=8, topk_group=4,
         max_position_embeddings=32768,
         rope_scaling={**_SMALL_ROPE, "factor": 8.0, "original_max_position_embeddings": 4096},
     ),
     # The released A.X K1: 519B total, ~33B active per token, 128K context with YaRN.
     "axk1-519b": ModelConfig(
-        bos_token_id=163691,
-        eos_token_id=163691,
+        bos_token_id=163691, eos_token_id=163691,
     ),
 }

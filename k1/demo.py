@@ -53,19 +53,8 @@ class DemoSettings:
     def make(cls, fast: bool, seed: int = 0) -> DemoSettings:
         if not fast:
             return cls(seed=seed)
-        return cls(
-            fast=True,
-            seed=seed,
-            corpus_docs=300,
-            vocab_size=1024,
-            pretrain_steps=30,
-            sft_steps=30,
-            distill_steps=20,
-            seq_len=128,
-            batch_size=4,
-            problems=300,
-            eval_problems=20,
-        )
+        return cls(fast=True, seed=seed, corpus_docs=300, vocab_size=1024, pretrain_steps=30, sft_steps=30,
+                   distill_steps=20, seq_len=128, batch_size=4, problems=300, eval_problems=20)
 
 
 @dataclass
@@ -112,19 +101,12 @@ def check_output_dir(out: Path) -> None:
         raise K1Error(f"cannot write to {out} ({err.strerror or err}); choose another --out") from None
     free = shutil.disk_usage(out).free
     if free < MIN_FREE_BYTES:
-        raise K1Error(
-            f"only {free / 2**20:.0f} MiB free on the disk holding {out}; the demo needs "
-            f"{MIN_FREE_BYTES / 2**20:.0f} MiB (free space or choose another --out)"
-        )
+        raise K1Error(f"only {free / 2**20:.0f} MiB free on the disk holding {out}; the demo needs "
+                      f"{MIN_FREE_BYTES / 2**20:.0f} MiB (free space or choose another --out)")
 
 
-def run(
-    out: str | Path = "runs/demo",
-    fast: bool = False,
-    force: bool = False,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
-) -> Path:
+def run(out: str | Path = "runs/demo", fast: bool = False, force: bool = False, seed: int = 0,
+        log: Callable[[str], None] = print) -> Path:
     """Run every stage (skipping finished ones); returns the path of the report."""
     import torch
 
@@ -154,23 +136,13 @@ def run(
         result = stage.run(demo)
         seconds = time.perf_counter() - start
         demo.results[stage.name] = result
-        atomic.write_text(
-            marker,
-            json.dumps(
-                {"fingerprint": fp, "seconds": seconds, "result": result},
-                indent=2,
-                ensure_ascii=False,
-                default=str,
-            )
-            + "\n",
-        )
+        atomic.write_text(marker, json.dumps({"fingerprint": fp, "seconds": seconds, "result": result},
+                                              indent=2, ensure_ascii=False, default=str) + "\n")
         log(f"[{i}/{len(STAGES)}] {stage.title}: {result.get('headline', 'done')} ({seconds:.0f}s)")
     total = time.perf_counter() - t0
     report = out / "report.md"
     log(f"\nk1 demo finished in {total:.0f}s. Report: {report} and {out / 'report.html'}")
-    teacher = (
-        demo.result("sft")["model_dir"] if "sft" in demo.results else demo.result("pretrain")["model_dir"]
-    )
+    teacher = demo.result("sft")["model_dir"] if "sft" in demo.results else demo.result("pretrain")["model_dir"]
     log(f"Chat with the teacher:  k1 chat {teacher}")
     log("Serve it on this machine (OpenAI-compatible, keys required):")
     log("                         k1 keys create --name me --scopes chat,completions   # prints the key once")
@@ -197,23 +169,14 @@ def stage_curate(demo: Demo) -> dict:
     per_doc = 4
     with open(raw, "w", encoding="utf-8") as f:
         for i in range(0, len(problems), per_doc):
-            text = "\n\n".join(
-                f"{r['question']}\n{r['reasoning']}\n{r['answer_text']}" for r in problems[i : i + per_doc]
-            )
+            text = "\n\n".join(f"{r['question']}\n{r['reasoning']}\n{r['answer_text']}" for r in problems[i : i + per_doc])
             f.write(json.dumps({"id": f"arith-{i}", "text": text}, ensure_ascii=False) + "\n")
-    summary = k1data.prepare(
-        {
-            "out": str(out),
-            "seed": s.seed,
-            "tasks": 2,
-            "workers": 2,
-            "write_text": True,
-            "progress": False,
-            "synthetic": {"docs": s.corpus_docs, "seed": s.seed},
-            "inputs": [{"path": str(raw), "format": "jsonl", "source": "arithmetic"}],
-            "tokenize": {"tokenizer": "byte"},
-        }
-    )
+    summary = k1data.prepare({
+        "out": str(out), "seed": s.seed, "tasks": 2, "workers": 2, "write_text": True, "progress": False,
+        "synthetic": {"docs": s.corpus_docs, "seed": s.seed},
+        "inputs": [{"path": str(raw), "format": "jsonl", "source": "arithmetic"}],
+        "tokenize": {"tokenizer": "byte"},
+    })
     leaked = summary.get("canaries", {}).get("leaked", 0)
     if leaked:
         raise K1Error(f"{leaked} PII canaries reached the shards in {out}; see {out / 'report.md'}")
@@ -223,10 +186,8 @@ def stage_curate(demo: Demo) -> dict:
     pii = sum(summary.get("pii", {}).values())
     return {
         "headline": f"{docs_in} raw -> {docs_out} clean documents, {pii} PII spans scrubbed, "
-        f"{summary['canaries'].get('planted', 0)} canaries planted, {leaked} leaked",
-        "texts": texts,
-        "report": str(out / "report.md"),
-        "summary": _small(summary),
+                    f"{summary['canaries'].get('planted', 0)} canaries planted, {leaked} leaked",
+        "texts": texts, "report": str(out / "report.md"), "summary": _small(summary),
     }
 
 
@@ -243,31 +204,17 @@ def stage_tokenizer(demo: Demo) -> dict:
 
     corpus = resources.files("k1") / "assets" / "tokenizer_corpus"
     held_out = [f"{lang}:{corpus / (lang + '.txt')}" for lang in ("ko", "en", "code")]
-    rep = k1tok.report(
-        tok,
-        held_out,
-        out_dir=demo.dir("tokenizer") / "fertility",
-        max_chars=200_000,
-        log=lambda *a, **k: None,
-    )
-    fewer = {
-        ref: {lang: v for lang, v in langs.items() if v is not None}
-        for ref, langs in rep.to_dict().get("fewer_than", {}).items()
-    }
+    rep = k1tok.report(tok, held_out, out_dir=demo.dir("tokenizer") / "fertility", max_chars=200_000,
+                       log=lambda *a, **k: None)
+    fewer = {ref: {lang: v for lang, v in langs.items() if v is not None}
+             for ref, langs in rep.to_dict().get("fewer_than", {}).items()}
     ko = {ref: v.get("ko") for ref, v in fewer.items() if v.get("ko") is not None}
     best = ", ".join(f"{abs(v):.0f}% {'fewer' if v >= 0 else 'more'} than {ref}" for ref, v in ko.items())
     best = f"Korean tokens: {best}" if best else "no reference tokenizer available offline"
-    return {
-        "headline": f"vocabulary {tok.vocab_size}; {best}",
-        "dir": str(out),
-        "vocab_size": tok.vocab_size,
-        "fewer": fewer,
-        "section": rep.to_markdown(),
-        "images": [
-            str((demo.dir("tokenizer") / "fertility").relative_to(demo.out) / p.name)
-            for p in sorted((demo.dir("tokenizer") / "fertility").glob("*.png"))
-        ],
-    }
+    return {"headline": f"vocabulary {tok.vocab_size}; {best}", "dir": str(out), "vocab_size": tok.vocab_size,
+            "fewer": fewer, "section": rep.to_markdown(),
+            "images": [str((demo.dir("tokenizer") / "fertility").relative_to(demo.out) / p.name)
+                       for p in sorted((demo.dir("tokenizer") / "fertility").glob("*.png"))]}
 
 
 def stage_tokenize(demo: Demo) -> dict:
@@ -278,24 +225,15 @@ def stage_tokenize(demo: Demo) -> dict:
     out = demo.dir("tokenize") / "shards"
     shutil.rmtree(out, ignore_errors=True)
     tok_dir = demo.result("tokenizer")["dir"]
-    summary = k1data.prepare(
-        {
-            "out": str(out),
-            "seed": s.seed,
-            "tasks": 2,
-            "workers": 2,
-            "progress": False,
-            "inputs": [{"path": p, "format": "jsonl"} for p in demo.result("curate")["texts"]],
-            "dedup": {"exact": False, "near": False},
-            "tokenize": {"tokenizer": tok_dir, "validation": 0.05},
-        }
-    )
+    summary = k1data.prepare({
+        "out": str(out), "seed": s.seed, "tasks": 2, "workers": 2, "progress": False,
+        "inputs": [{"path": p, "format": "jsonl"} for p in demo.result("curate")["texts"]],
+        "dedup": {"exact": False, "near": False},
+        "tokenize": {"tokenizer": tok_dir, "validation": 0.05},
+    })
     tokens = summary.get("tokens", {})
-    return {
-        "headline": f"{tokens.get('train', 0):,} train / {tokens.get('validation', 0):,} validation tokens",
-        "manifest": str(out / "manifest.json"),
-        "tokens": tokens,
-    }
+    return {"headline": f"{tokens.get('train', 0):,} train / {tokens.get('validation', 0):,} validation tokens",
+            "manifest": str(out / "manifest.json"), "tokens": tokens}
 
 
 def stage_pretrain(demo: Demo) -> dict:
@@ -305,30 +243,16 @@ def stage_pretrain(demo: Demo) -> dict:
     s = demo.settings
     out = demo.dir("pretrain")
     cfg = TrainConfig(
-        out_dir=str(out / "run"),
-        model="tiny",
-        data=demo.result("tokenize")["manifest"],
-        tokenizer=demo.result("tokenizer")["dir"],
-        seq_len=s.seq_len,
-        batch_size=s.batch_size,
-        max_steps=s.pretrain_steps,
-        warmup_steps=max(1, s.pretrain_steps // 10),
-        lr=3e-3,
-        eval_every=max(1, s.pretrain_steps // 5),
-        save_every=s.pretrain_steps,
-        eval_batches=4,
-        seed=s.seed,
-        log_every=max(1, s.pretrain_steps // 10),
+        out_dir=str(out / "run"), model="tiny", data=demo.result("tokenize")["manifest"],
+        tokenizer=demo.result("tokenizer")["dir"], seq_len=s.seq_len, batch_size=s.batch_size,
+        max_steps=s.pretrain_steps, warmup_steps=max(1, s.pretrain_steps // 10), lr=3e-3,
+        eval_every=max(1, s.pretrain_steps // 5), save_every=s.pretrain_steps, eval_batches=4,
+        seed=s.seed, log_every=max(1, s.pretrain_steps // 10),
     )
     res = train(cfg, progress=True)
-    return {
-        "headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
-        "model_dir": str(res.model_dir),
-        "val_loss": res.val_loss,
-        "final_loss": res.final_loss,
-        "report": str(Path(cfg.out_dir) / "report.md"),
-        "tokens_per_s": res.history[-1]["tokens_per_s"],
-    }
+    return {"headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "final_loss": res.final_loss,
+            "report": str(Path(cfg.out_dir) / "report.md"), "tokens_per_s": res.history[-1]["tokens_per_s"]}
 
 
 def stage_sft(demo: Demo) -> dict:
@@ -342,31 +266,15 @@ def stage_sft(demo: Demo) -> dict:
     data = out / "train.jsonl"
     synth.write_jsonl(synth.arithmetic(s.problems, seed=s.seed, split="train"), data)
     cfg = TrainConfig(
-        out_dir=str(out / "run"),
-        objective="sft",
-        data_format="chat",
-        data=str(data),
-        model=demo.result("pretrain")["model_dir"],
-        think_ratio=0.5,
-        seq_len=2 * s.seq_len,
-        batch_size=s.batch_size // 2 or 1,
-        max_steps=s.sft_steps,
-        warmup_steps=max(1, s.sft_steps // 10),
-        lr=2e-3,
-        mtp_weight=0.1,
-        eval_every=max(1, s.sft_steps // 3),
-        save_every=s.sft_steps,
-        eval_batches=4,
-        seed=s.seed,
-        log_every=max(1, s.sft_steps // 10),
+        out_dir=str(out / "run"), objective="sft", data_format="chat", data=str(data),
+        model=demo.result("pretrain")["model_dir"], think_ratio=0.5, seq_len=2 * s.seq_len,
+        batch_size=s.batch_size // 2 or 1, max_steps=s.sft_steps, warmup_steps=max(1, s.sft_steps // 10),
+        lr=2e-3, mtp_weight=0.1, eval_every=max(1, s.sft_steps // 3), save_every=s.sft_steps, eval_batches=4,
+        seed=s.seed, log_every=max(1, s.sft_steps // 10),
     )
     res = train(cfg, progress=True)
-    return {
-        "headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
-        "model_dir": str(res.model_dir),
-        "val_loss": res.val_loss,
-        "report": str(Path(cfg.out_dir) / "report.md"),
-    }
+    return {"headline": f"loss {res.history[0]['loss']:.2f} -> {res.final_loss:.2f}, validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "report": str(Path(cfg.out_dir) / "report.md")}
 
 
 def stage_distill(demo: Demo) -> dict:
@@ -391,46 +299,27 @@ def stage_distill(demo: Demo) -> dict:
         ids += tok.encode(tok.apply_chat_template(msgs, enable_thinking=think))
     stream = out / "conversations.npy"
     np.save(stream, np.asarray(ids, dtype=np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32))
-    cfg = DistillConfig.from_dict(
-        {
-            "out_dir": str(out / "run"),
-            "method": "logit",
-            "teacher": {"path": teacher},
-            "capture": {"data": str(stream), "seq_len": s.seq_len, "top_k": 16, "batch_size": s.batch_size},
-            "kd": {"loss": "forward_kl", "temperature": 1.0, "ce_weight": 0.5},
-            "train": {
-                "max_steps": s.distill_steps,
-                "batch_size": s.batch_size,
-                "lr": 3e-3,
-                "warmup_steps": max(1, s.distill_steps // 10),
-                "mtp_weight": 0.0,
-                "eval_every": max(1, s.distill_steps // 3),
-                "save_every": s.distill_steps,
-                "seed": s.seed,
-                # the student: dense (every layer a plain MLP), half the teacher's width
-                "model": {
-                    "init": "tiny",
-                    "num_hidden_layers": 2,
-                    "hidden_size": 96,
-                    "first_k_dense_replace": 2,
-                    "intermediate_size": 256,
-                    "num_nextn_predict_layers": 0,
-                },
-            },
-        }
-    )
+    cfg = DistillConfig.from_dict({
+        "out_dir": str(out / "run"), "method": "logit",
+        "teacher": {"path": teacher},
+        "capture": {"data": str(stream), "seq_len": s.seq_len, "top_k": 16, "batch_size": s.batch_size},
+        "kd": {"loss": "forward_kl", "temperature": 1.0, "ce_weight": 0.5},
+        "train": {"max_steps": s.distill_steps, "batch_size": s.batch_size, "lr": 3e-3,
+                  "warmup_steps": max(1, s.distill_steps // 10), "mtp_weight": 0.0,
+                  "eval_every": max(1, s.distill_steps // 3), "save_every": s.distill_steps, "seed": s.seed,
+                  # the student: dense (every layer a plain MLP), half the teacher's width
+                  "model": {"init": "tiny", "num_hidden_layers": 2, "hidden_size": 96,
+                            "first_k_dense_replace": 2, "intermediate_size": 256,
+                            "num_nextn_predict_layers": 0}},
+    })
     res = distill(cfg, overwrite=True, progress=True)
     from k1.checkpoint import load
 
     student = load(res.model_dir)
     n = sum(p.numel() for p in student.parameters())
-    return {
-        "headline": f"dense student, {n / 1e6:.2f}M parameters: validation {res.val_loss:.2f}",
-        "model_dir": str(res.model_dir),
-        "val_loss": res.val_loss,
-        "parameters": n,
-        "report": str(Path(res.out_dir) / "report.md"),
-    }
+    return {"headline": f"dense student, {n / 1e6:.2f}M parameters: validation {res.val_loss:.2f}",
+            "model_dir": str(res.model_dir), "val_loss": res.val_loss, "parameters": n,
+            "report": str(Path(res.out_dir) / "report.md")}
 
 
 def _mode_eval(demo: Demo, model_dir: str) -> dict:
@@ -456,24 +345,16 @@ def stage_evaluate(demo: Demo) -> dict:
     rows = ["| model | mode | accuracy | mean tokens per answer | mode adherence |", "|---|---|---|---|---|"]
     for name, modes in scores.items():
         for mode, m in modes.items():
-            rows.append(
-                f"| {name} | {mode.replace('_', '-')} | {100 * m['accuracy']:.1f}% | "
-                f"{m['mean_tokens']:.1f} | {100 * m['adherence']:.1f}% |"
-            )
+            rows.append(f"| {name} | {mode.replace('_', '-')} | {100 * m['accuracy']:.1f}% | "
+                        f"{m['mean_tokens']:.1f} | {100 * m['adherence']:.1f}% |")
     chart = demo.dir("evaluate") / "modes.png"
     _modes_chart(scores, chart)
     t = scores["teacher"]
-    headline = (
-        f"teacher: think {100 * t['think']['accuracy']:.0f}% in {t['think']['mean_tokens']:.0f} tokens, "
-        f"non-think {100 * t['non_think']['accuracy']:.0f}% in {t['non_think']['mean_tokens']:.0f} tokens, "
-        f"adherence {100 * (t['think']['adherence'] + t['non_think']['adherence']) / 2:.0f}%"
-    )
-    return {
-        "headline": headline,
-        "scores": scores,
-        "section": "\n".join(rows),
-        "images": [str(chart.relative_to(demo.out))],
-    }
+    headline = (f"teacher: think {100 * t['think']['accuracy']:.0f}% in {t['think']['mean_tokens']:.0f} tokens, "
+                f"non-think {100 * t['non_think']['accuracy']:.0f}% in {t['non_think']['mean_tokens']:.0f} tokens, "
+                f"adherence {100 * (t['think']['adherence'] + t['non_think']['adherence']) / 2:.0f}%")
+    return {"headline": headline, "scores": scores, "section": "\n".join(rows),
+            "images": [str(chart.relative_to(demo.out))]}
 
 
 def _modes_chart(scores: dict, path: Path) -> None:
@@ -506,17 +387,7 @@ def stage_report(demo: Demo) -> dict:
 
 def _small(summary: dict) -> dict:
     """The parts of a data summary worth keeping in stage.json."""
-    keep = (
-        "stages",
-        "tokens",
-        "documents",
-        "pii",
-        "canaries",
-        "drops",
-        "languages",
-        "duplicate_clusters",
-        "errors",
-    )
+    keep = ("stages", "tokens", "documents", "pii", "canaries", "drops", "languages", "duplicate_clusters", "errors")
     return {k: summary[k] for k in keep if k in summary}
 
 

@@ -45,9 +45,7 @@ class Generation:
     finish_reason: str = "length"  # "stop" when a stop token ended it (the stop token is not included)
 
 
-def sample_next(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """logits (batch, vocab) -> token ids (batch,)."""
     if params.temperature == 0:
         return logits.argmax(-1)
@@ -72,15 +70,14 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[to
     mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         if p:
-            ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+            ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p):] = 1
     return ids, mask
 
 
 @torch.no_grad()
-def stream(
-    model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, **kwargs
-) -> Iterator[list[int | None]]:
+def stream(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+           **kwargs) -> Iterator[list[int | None]]:
     """Yield, per step, each sequence's new token (None once that sequence has finished)."""
     params = params or SamplingParams(**kwargs)
     params.validate()
@@ -90,19 +87,15 @@ def stream(
     device = next(model.parameters()).device
     longest = max(len(p) for p in prompts)
     if longest + params.max_new_tokens > cfg.max_position_embeddings:
-        raise ValueError(
-            f"prompt ({longest}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
-            f"context of {cfg.max_position_embeddings} tokens"
-        )
+        raise ValueError(f"prompt ({longest}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
+                         f"context of {cfg.max_position_embeddings} tokens")
     generator = None
     if params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     ids, mask = _left_pad(prompts, pad, device)
     ragged = not bool(mask.all())
-    cache = model.new_cache(
-        len(prompts), capacity=longest + params.max_new_tokens, quantized=params.quantized_cache
-    )
+    cache = model.new_cache(len(prompts), capacity=longest + params.max_new_tokens, quantized=params.quantized_cache)
     logits = model(ids, attention_mask=mask if ragged else None, cache=cache, last_only=True)[:, -1]
     stops = set(params.stop_token_ids)
     done = [False] * len(prompts)
@@ -120,14 +113,11 @@ def stream(
         if all(done):
             return
         mask = torch.cat((mask, torch.ones_like(mask[:, :1])), dim=1)
-        logits = model(nxt[:, None], attention_mask=mask if ragged else None, cache=cache, last_only=True)[
-            :, -1
-        ]
+        logits = model(nxt[:, None], attention_mask=mask if ragged else None, cache=cache, last_only=True)[:, -1]
 
 
-def generate(
-    model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, **kwargs
-) -> list[Generation]:
+def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+             **kwargs) -> list[Generation]:
     """Generate for each prompt (lists of token ids); options as in `SamplingParams`."""
     params = params or SamplingParams(**kwargs)
     stops = set(params.stop_token_ids)

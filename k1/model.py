@@ -127,17 +127,9 @@ class LatentCache:
     the dequantized values.
     """
 
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        batch: int,
-        capacity: int = 0,
-        block: int = 256,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        quantized: bool = False,
-        layers: int | None = None,
-    ):
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int = 0, block: int = 256,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 quantized: bool = False, layers: int | None = None):
         self.cfg, self.batch, self.block = cfg, batch, block
         self.dtype, self.device, self.quantized = dtype, device, quantized
         self.layers = layers if layers is not None else cfg.num_hidden_layers
@@ -155,10 +147,7 @@ class LatentCache:
         store = torch.int8 if self.quantized else self.dtype
 
         def grown(old: list[torch.Tensor], width: int, dtype) -> list[torch.Tensor]:
-            new = [
-                torch.zeros(self.batch, cap, width, dtype=dtype, device=self.device)
-                for _ in range(self.layers)
-            ]
+            new = [torch.zeros(self.batch, cap, width, dtype=dtype, device=self.device) for _ in range(self.layers)]
             for i, t in enumerate(old):
                 new[i][:, : self.length] = t[:, : self.length]
             return new
@@ -174,9 +163,7 @@ class LatentCache:
         q = (x.float() / scale.float()).round().clamp(-127, 127).to(torch.int8)
         return q, scale
 
-    def update(
-        self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (batch, seq, r) and (batch, seq, d) at the current position; return all so far."""
         s = latent.shape[1]
         if self.dtype is None:
@@ -194,10 +181,8 @@ class LatentCache:
         self.rope[layer][:, self.length : end] = qr
         self.scales[layer][:, self.length : end] = torch.cat((sl, sr), dim=-1)
         scales = self.scales[layer][:, :end].to(latent.dtype)
-        return (
-            self.latent[layer][:, :end].to(latent.dtype) * scales[..., :1],
-            self.rope[layer][:, :end].to(latent.dtype) * scales[..., 1:],
-        )
+        return (self.latent[layer][:, :end].to(latent.dtype) * scales[..., :1],
+                self.rope[layer][:, :end].to(latent.dtype) * scales[..., 1:])
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -224,9 +209,7 @@ class Attention(nn.Module):
             self.q_b_proj = nn.Linear(cfg.q_lora_rank, nh * cfg.qk_head_dim, bias=False)
         else:
             self.q_proj = nn.Linear(H, nh * cfg.qk_head_dim, bias=False)
-        self.kv_a_proj_with_mqa = nn.Linear(
-            H, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.attention_bias
-        )
+        self.kv_a_proj_with_mqa = nn.Linear(H, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.attention_bias)
         self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS)
         self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, nh * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
         self.o_proj = nn.Linear(nh * cfg.v_head_dim, H, bias=cfg.attention_bias)
@@ -237,13 +220,8 @@ class Attention(nn.Module):
             return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         return self.q_proj(x)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
-        cache: LatentCache | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                cache: LatentCache | None = None) -> torch.Tensor:
         cfg = self.cfg
         b, s, _ = x.shape
         nh, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
@@ -305,9 +283,7 @@ class Router(nn.Module):
         self.cfg = cfg
         self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
         # A buffer, not a parameter: the balancer nudges it from observed load, gradients never do.
-        self.register_buffer(
-            "e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32)
-        )
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (tokens, hidden) -> weights (tokens, k), expert ids (tokens, k), scores (tokens, experts)."""
@@ -450,9 +426,7 @@ class Transformer(nn.Module):
                 position_ids = torch.arange(past, past + s, device=input_ids.device)[None].expand(b, s)
             return position_ids, attention_mask
         if attention_mask is not None and attention_mask.shape[1] not in (s, past + s):
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[1]} tokens; expected {s} or {past + s}"
-            )
+            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens; expected {s} or {past + s}")
         if attention_mask is not None and attention_mask.shape[1] == s and past:
             pad = torch.ones(b, past, dtype=attention_mask.dtype, device=attention_mask.device)
             attention_mask = torch.cat((pad, attention_mask), dim=1)
@@ -465,11 +439,7 @@ class Transformer(nn.Module):
         if attention_mask is None or bool(attention_mask.all()):
             if s == 1 or past == 0:
                 return position_ids, None  # plain causal: SDPA's is_causal (or nothing for one query)
-            keys = (
-                attention_mask
-                if attention_mask is not None
-                else torch.ones(b, past + s, device=input_ids.device)
-            )
+            keys = attention_mask if attention_mask is not None else torch.ones(b, past + s, device=input_ids.device)
         else:
             keys = attention_mask
         t = past + s
@@ -482,13 +452,9 @@ class Transformer(nn.Module):
 
     # -- forward
 
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: LatentCache | None = None,
-    ) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
+                      ) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
         """Final-normed hidden states (batch, seq, hidden), plus the rotary tables and mask used."""
         position_ids, mask = self._positions_and_mask(input_ids, attention_mask, position_ids, cache)
         x = self.model.embed_tokens(input_ids)
@@ -499,17 +465,10 @@ class Transformer(nn.Module):
             cache.advance(input_ids.shape[1])
         return self.model.norm(x), rope, mask
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: LatentCache | None = None,
-        return_mtp: bool = False,
-        labels: torch.Tensor | None = None,
-        last_only: bool = False,
-        mtp_labels: list[torch.Tensor] | None = None,
-    ):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
+                return_mtp: bool = False, labels: torch.Tensor | None = None, last_only: bool = False,
+                mtp_labels: list[torch.Tensor] | None = None):
         """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
         token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
 
@@ -529,12 +488,9 @@ class Transformer(nn.Module):
             return (logits, [self.lm_head(m) for m in mtp]) if return_mtp else logits
         w = self.lm_head.weight
         loss = kernels.linear_cross_entropy(h.flatten(0, 1), w, labels.flatten())
-        mtp_losses = [
-            kernels.linear_cross_entropy(
-                m.flatten(0, 1), w, (mtp_labels[k - 1] if mtp_labels else labels[:, k:]).flatten()
-            )
-            for k, m in enumerate(mtp, start=1)
-        ]
+        mtp_losses = [kernels.linear_cross_entropy(
+            m.flatten(0, 1), w, (mtp_labels[k - 1] if mtp_labels else labels[:, k:]).flatten())
+            for k, m in enumerate(mtp, start=1)]
         return {"loss": loss, "mtp_losses": mtp_losses}
 
     def mtp_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor, rope, mask) -> list[torch.Tensor]:
@@ -554,13 +510,10 @@ class Transformer(nn.Module):
             outs.append(h)
         return outs
 
-    def new_cache(
-        self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None, quantized: bool = False
-    ) -> LatentCache:
+    def new_cache(self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None,
+                  quantized: bool = False) -> LatentCache:
         p = next(self.parameters())
-        return LatentCache(
-            self.config, batch, capacity, dtype=dtype or p.dtype, device=p.device, quantized=quantized
-        )
+        return LatentCache(self.config, batch, capacity, dtype=dtype or p.dtype, device=p.device, quantized=quantized)
 
     def generate(self, prompts, **kwargs):
         """Generate continuations of token-id prompts; see `k1.generate.generate` for the options."""

@@ -43,13 +43,9 @@ def next_token_and_mtp(model, batch, mtp_weight: float = 0.3) -> tuple[torch.Ten
     mask = _attention_mask(batch, inputs)
     positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
-    out = model(
-        inputs,
-        attention_mask=None if mask is None else mask[:, None],
-        position_ids=None if positions is None else positions[:, :-1],
-        return_mtp=use_mtp,
-        labels=targets,
-    )
+    out = model(inputs, attention_mask=None if mask is None else mask[:, None],
+                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp,
+                labels=targets)
     loss = out["loss"]
     metrics = {"ce": loss.item()}
     if out["mtp_losses"]:
@@ -80,14 +76,9 @@ def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tens
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
             mtp_targets.append(tg)
     # The fused loss path: the model never materializes the logits.
-    out = model(
-        inputs,
-        attention_mask=None if mask is None else mask[:, None],
-        position_ids=None if positions is None else positions[:, :-1],
-        return_mtp=use_mtp,
-        labels=targets,
-        mtp_labels=mtp_targets,
-    )
+    out = model(inputs, attention_mask=None if mask is None else mask[:, None],
+                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp,
+                labels=targets, mtp_labels=mtp_targets)
     loss = out["loss"]
     metrics = {"ce": loss.item(), "target_tokens": float((targets != -100).sum())}
     if out["mtp_losses"]:

@@ -49,16 +49,8 @@ def parse_gpus(spec: str) -> tuple[int, GPU]:
     return int(m.group(1)), GPUS[name]
 
 
-def plan(
-    cfg: ModelConfig,
-    tokens: float,
-    gpus: str,
-    mfu: float = 0.35,
-    seq_len: int = 8192,
-    micro_batch_tokens: int = 8192,
-    serve_context: int = 32768,
-    serve_batch: int = 16,
-) -> dict:
+def plan(cfg: ModelConfig, tokens: float, gpus: str, mfu: float = 0.35, seq_len: int = 8192,
+         micro_batch_tokens: int = 8192, serve_context: int = 32768, serve_batch: int = 16) -> dict:
     count, gpu = parse_gpus(gpus)
     if not 0 < mfu <= 1:
         raise ConfigError("--mfu must be in (0, 1]")
@@ -82,35 +74,21 @@ def plan(
     state_bytes = 16 * total / count
     # The largest working set: one block's gathered weights (dense part unsharded + this GPU's experts).
     per_layer_dense = (dense_params - counts["embeddings"]) / max(1, cfg.num_hidden_layers)
-    per_layer_experts = (
-        (expert_params / max(1, cfg.mlp_layer_types.count("sparse"))) / ep if cfg.has_moe else 0
-    )
+    per_layer_experts = (expert_params / max(1, cfg.mlp_layer_types.count("sparse"))) / ep if cfg.has_moe else 0
     gathered_bytes = 2 * 2 * (per_layer_dense + per_layer_experts)  # this block + the next one prefetched
     # Activations with per-block checkpointing: each block's input kept, one block recomputed at a time.
-    act_bytes = (
-        micro_batch_tokens * cfg.hidden_size * 2 * (cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
-    )
-    act_bytes += (
-        micro_batch_tokens * (cfg.hidden_size * 34 + cfg.num_attention_heads * cfg.qk_head_dim * 6) * 2
-    )
+    act_bytes = micro_batch_tokens * cfg.hidden_size * 2 * (cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
+    act_bytes += micro_batch_tokens * (cfg.hidden_size * 34 + cfg.num_attention_heads * cfg.qk_head_dim * 6) * 2
     logits_bytes = micro_batch_tokens * cfg.vocab_size * 4 / 8  # chunked cross-entropy, 1/8 at a time
     train_gpu = state_bytes + gathered_bytes + act_bytes + logits_bytes
 
     cache = cfg.kv_cache_bytes_per_token(2) * serve_context * serve_batch
     result = {
-        "gpus": count,
-        "gpu": gpu.name,
-        "nodes": nodes,
-        "mfu": mfu,
-        "seq_len": seq_len,
-        "tokens": tokens,
-        "params_total": total,
-        "params_active": counts["active"],
+        "gpus": count, "gpu": gpu.name, "nodes": nodes, "mfu": mfu, "seq_len": seq_len, "tokens": tokens,
+        "params_total": total, "params_active": counts["active"],
         "flops_per_token": cfg.flops_per_token(seq_len, training=True),
-        "train_flops": flops,
-        "train_days": seconds / 86400,
-        "expert_parallel": ep,
-        "experts_per_gpu": experts_per_gpu,
+        "train_flops": flops, "train_days": seconds / 86400,
+        "expert_parallel": ep, "experts_per_gpu": experts_per_gpu,
         "data_parallel_replicas_of_experts": count // ep if ep else count,
         "train_gib_per_gpu": {
             "optimizer+weights+grads (sharded)": state_bytes / 2**30,
@@ -121,10 +99,8 @@ def plan(
         },
         "fits": train_gpu / 2**30 <= gpu.memory_gib * 0.9,
         "serve": {
-            "context": serve_context,
-            "batch": serve_batch,
-            "weights_gib_bf16": 2 * total / 2**30,
-            "weights_gib_fp8": total / 2**30,
+            "context": serve_context, "batch": serve_batch,
+            "weights_gib_bf16": 2 * total / 2**30, "weights_gib_fp8": total / 2**30,
             "latent_cache_gib": cache / 2**30,
             "gpus_bf16": _gpus_needed(2 * total + cache, gpu),
             "gpus_fp8": _gpus_needed(total + cache, gpu),
@@ -135,9 +111,7 @@ def plan(
         report_capacity = r["gpus"] * r["days"] * 86400 * GPUS[r["gpu"]].bf16_tflops * 1e12
         ours = cfg.flops_per_token(seq_len, training=True) * r["tokens"]
         result["axk1_report"] = {
-            "report_flops": r["flops"],
-            "k1_flops": ours,
-            "difference": ours / r["flops"] - 1,
+            "report_flops": r["flops"], "k1_flops": ours, "difference": ours / r["flops"] - 1,
             "implied_mfu_report_flops": r["flops"] / report_capacity,
             "implied_mfu_k1_flops": ours / report_capacity,
         }

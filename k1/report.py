@@ -26,9 +26,7 @@ def training_section(out: Path, history: list[dict], cfg, model_cfg) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].plot(steps, [h["loss"] for h in history], label="train loss (incl. weighted MTP)", lw=1)
     if evals:
-        axes[0].plot(
-            [h["step"] for h in evals], [h["val_loss"] for h in evals], "o-", label="validation loss"
-        )
+        axes[0].plot([h["step"] for h in evals], [h["val_loss"] for h in evals], "o-", label="validation loss")
     axes[0].set_xlabel("step")
     axes[0].set_title("loss")
     axes[0].legend()
@@ -39,11 +37,8 @@ def training_section(out: Path, history: list[dict], cfg, model_cfg) -> Path:
     if loads:
         n_layers = len(loads[0]["expert_load_max_over_mean"])
         for layer in range(n_layers):
-            axes[2].plot(
-                [h["step"] for h in loads],
-                [h["expert_load_max_over_mean"][layer] for h in loads],
-                label=f"MoE {layer}",
-            )
+            axes[2].plot([h["step"] for h in loads], [h["expert_load_max_over_mean"][layer] for h in loads],
+                         label=f"MoE {layer}")
         axes[2].axhline(1.0, color="gray", ls=":")
         axes[2].legend(fontsize=7)
     axes[2].set_title("expert load, max / mean (1 = balanced)")
@@ -66,10 +61,8 @@ def training_section(out: Path, history: list[dict], cfg, model_cfg) -> Path:
         f"- throughput: {last.get('tokens_per_s', 0):,.0f} tokens/s, MFU {100 * last.get('mfu', 0):.1f}%",
     ]
     if loads:
-        lines.append(
-            f"- expert load max/mean per MoE layer (last window): {loads[-1]['expert_load_max_over_mean']}, "
-            f"experts never chosen: {loads[-1]['experts_never_chosen']}"
-        )
+        lines.append(f"- expert load max/mean per MoE layer (last window): {loads[-1]['expert_load_max_over_mean']}, "
+                     f"experts never chosen: {loads[-1]['experts_never_chosen']}")
     lines += ["", f"![training]({png.name})", ""]
     md = out / "report.md"
     md.write_text("\n".join(lines), encoding="utf-8")

@@ -136,9 +136,8 @@ def mode_summary(results: Iterable[Result]) -> dict[str, dict]:
     return out
 
 
-def evaluate_modes(
-    model, tok, problems: list[dict], modes=(True, False), max_new_tokens: int = 160, batch: int = 16
-) -> list[Result]:
+def evaluate_modes(model, tok, problems: list[dict], modes=(True, False), max_new_tokens: int = 160,
+                   batch: int = 16) -> list[Result]:
     """Greedy answers to `problems` (k1.synth records) in each mode through the tokenizer's chat
     template; score them with `mode_summary`."""
     from k1.generate import generate
@@ -148,17 +147,12 @@ def evaluate_modes(
         for i in range(0, len(problems), batch):
             chunk = problems[i : i + batch]
             prompts = [
-                tok.apply_chat_template(
-                    [{"role": "user", "content": r["question"]}],
-                    add_generation_prompt=True,
-                    enable_thinking=think,
-                    tokenize=True,
-                )
+                tok.apply_chat_template([{"role": "user", "content": r["question"]}], add_generation_prompt=True,
+                                        enable_thinking=think, tokenize=True)
                 for r in chunk
             ]
-            gens = generate(
-                model, prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=tok.stop_ids
-            )
+            gens = generate(model, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                            stop_token_ids=tok.stop_ids)
             for r, g in zip(chunk, gens, strict=True):
                 out.append(Result(think, tok.decode(g.tokens), len(g.tokens), r["answer"], r["level"]))
     return out

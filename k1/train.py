@@ -145,9 +145,7 @@ class TrainConfig:
         return cls.from_dict(raw, source=str(path), overrides=overrides)
 
     @classmethod
-    def from_dict(
-        cls, raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None
-    ) -> TrainConfig:
+    def from_dict(cls, raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> TrainConfig:
         raw = dict(raw)
         model_table = raw.pop("model", None)
         values: dict[str, Any] = {}
@@ -164,7 +162,7 @@ class TrainConfig:
                 raise ConfigError(f"--set {item!r}: expected key=value")
             value = _parse_value(text)
             if key.startswith("model."):
-                values.setdefault("model_overrides", {})[key[len("model.") :]] = value
+                values.setdefault("model_overrides", {})[key[len("model."):]] = value
             else:
                 values[key] = value
         valid = [f.name for f in fields(cls)]
@@ -180,41 +178,27 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(f"{source}: {msg}")
 
-        need(
-            self.schedule in ("cosine", "wsd", "constant"),
-            f"schedule {self.schedule!r}; valid: cosine, wsd, constant",
-        )
+        need(self.schedule in ("cosine", "wsd", "constant"), f"schedule {self.schedule!r}; valid: cosine, wsd, constant")
         need(self.precision in ("bf16", "fp32"), f"precision {self.precision!r}; valid: bf16, fp32")
-        need(
-            self.seq_len > 1 and self.batch_size > 0 and self.grad_accum > 0,
-            "seq_len > 1, batch_size and grad_accum > 0",
-        )
+        need(self.seq_len > 1 and self.batch_size > 0 and self.grad_accum > 0, "seq_len > 1, batch_size and grad_accum > 0")
         need(self.max_steps > 0, "max_steps must be positive")
         need(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "lr > 0 and 0 <= min_lr_ratio <= 1")
         need(0 <= self.warmup_steps <= self.max_steps, "warmup_steps must be in 0..max_steps")
         need(0 < self.val_fraction < 1, "val_fraction must be in (0, 1)")
         need(self.keep_last >= 1, "keep_last must be at least 1")
-        need(bool(self.data), 'no training data: set data = "path/to/manifest.json" (from `k1 data prepare`)')
+        need(bool(self.data), "no training data: set data = \"path/to/manifest.json\" (from `k1 data prepare`)")
         need(0 <= self.think_ratio <= 1, "think_ratio must be in [0, 1]")
         objective = get_objective(self.objective)
-        options = [
-            p for p in inspect.signature(objective).parameters if p not in ("model", "batch", "mtp_weight")
-        ]
+        options = [p for p in inspect.signature(objective).parameters if p not in ("model", "batch", "mtp_weight")]
         for key in self.objective_options:
             if key not in options:
-                raise ConfigError(
-                    f"{source}: objective_options.{key} is not a setting of objective {self.objective!r}"
-                    f"{did_you_mean(key, options) if options else '; it takes none'}"
-                )
+                raise ConfigError(f"{source}: objective_options.{key} is not a setting of objective {self.objective!r}"
+                                  f"{did_you_mean(key, options) if options else '; it takes none'}")
         if self.data_format not in DATA_FORMATS:
-            raise ConfigError(
-                f"{source}: data_format {self.data_format!r}{did_you_mean(self.data_format, list(DATA_FORMATS))}"
-            )
+            raise ConfigError(f"{source}: data_format {self.data_format!r}{did_you_mean(self.data_format, list(DATA_FORMATS))}")
         if not Path(self.model).is_dir() and self.model not in PRESETS:
-            raise ConfigError(
-                f"{source}: model {self.model!r} is neither a model directory nor a preset"
-                f"{did_you_mean(self.model, list(PRESETS))}"
-            )
+            raise ConfigError(f"{source}: model {self.model!r} is neither a model directory nor a preset"
+                              f"{did_you_mean(self.model, list(PRESETS))}")
 
     def to_toml(self) -> str:
         lines = []
@@ -301,9 +285,7 @@ def _load_array(path: Path) -> np.ndarray:
             return np.load(path, mmap_mode="r")
         except (ValueError, OSError) as err:
             raise K1Error(f"{path}: not a readable .npy token array ({err})") from None
-    raise K1Error(
-        f"{path}: unsupported token file; use a manifest.json from `k1 data prepare` or a .npy array"
-    )
+    raise K1Error(f"{path}: unsupported token file; use a manifest.json from `k1 data prepare` or a .npy array")
 
 
 def open_tokens(path: str, split: str) -> tuple[list[np.ndarray], int | None]:
@@ -338,11 +320,7 @@ def token_sources(cfg: TrainConfig) -> tuple[TokenWindows, TokenWindows, int | N
         whole = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
         n_val = max(1, int(whole.n * cfg.val_fraction))
         cut = (whole.n - n_val) * cfg.seq_len
-        joined = (
-            np.concatenate([np.asarray(a) for a in train_arrays])
-            if len(train_arrays) > 1
-            else train_arrays[0]
-        )
+        joined = np.concatenate([np.asarray(a) for a in train_arrays]) if len(train_arrays) > 1 else train_arrays[0]
         train_arrays, val_arrays = [joined[: cut + 1]], [joined[cut:]]
     train = TokenWindows(train_arrays, cfg.seq_len, cfg.seed, cfg.data)
     val = TokenWindows(val_arrays, cfg.seq_len, cfg.seed + 1, cfg.val_data or cfg.data)
@@ -496,10 +474,8 @@ def build_model(cfg: TrainConfig, vocab_size: int | None):
     if Path(cfg.model).is_dir():
         model = checkpoint.load(cfg.model)
         if cfg.model_overrides:
-            raise ConfigError(
-                f"[model] overrides {sorted(cfg.model_overrides)} cannot change an existing model "
-                f"directory ({cfg.model}); start from a preset instead"
-            )
+            raise ConfigError(f"[model] overrides {sorted(cfg.model_overrides)} cannot change an existing model "
+                              f"directory ({cfg.model}); start from a preset instead")
         return model.float().train()
     overrides = dict(cfg.model_overrides)
     if vocab_size and "vocab_size" not in overrides:
@@ -561,9 +537,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
     mcfg = model.config
     for name, v in (("tokenizer", tok_vocab), ("data", data_vocab)):
         if v and v > mcfg.vocab_size:
-            raise K1Error(
-                f"the {name}'s vocabulary ({v}) does not fit the model's vocab_size ({mcfg.vocab_size})"
-            )
+            raise K1Error(f"the {name}'s vocabulary ({v}) does not fit the model's vocab_size ({mcfg.vocab_size})")
     if hasattr(data, "max_token_id"):
         max_id = data.max_token_id()
     else:
@@ -582,13 +556,9 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
     objective = get_objective(cfg.objective)
     # Fused AdamW: one kernel over all parameters instead of a loop of small ops and temporaries.
     # FSDP's sharded (DTensor) parameters take the multi-tensor path instead.
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        eps=cfg.eps,
-        **({"foreach": True} if d.enabled else {"fused": True}),
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  **({"foreach": True} if d.enabled else {"fused": True}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     forward_model = torch.compile(model) if cfg.compile else model
 
@@ -607,9 +577,8 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
     autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
     peak = cfg.peak_tflops or measure_peak_tflops(autocast_dtype or torch.float32, d.device)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * cfg.seq_len
-    flops_per_token = mcfg.flops_per_token(
-        cfg.seq_len, training=True, include_mtp=bool(cfg.mtp_weight and mcfg.num_nextn_predict_layers)
-    )
+    flops_per_token = mcfg.flops_per_token(cfg.seq_len, training=True,
+                                           include_mtp=bool(cfg.mtp_weight and mcfg.num_nextn_predict_layers))
     writer = _tensorboard(out / "tb") if d.is_main else None
     show = _Progress(cfg.max_steps, start_step, enabled=progress and d.is_main)
     load_window = {name: torch.zeros(m.cfg.n_routed_experts, device=d.device) for name, m in moes}
@@ -624,12 +593,8 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         for micro in range(cfg.grad_accum):
             first = ((step * cfg.grad_accum + micro) * d.world + d.rank) * cfg.batch_size
             batch = {k: v.to(d.device) for k, v in data.batch(first, cfg.batch_size).items()}
-            with torch.autocast(
-                d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-            ):
-                loss, metrics = objective(
-                    forward_model, batch, mtp_weight=cfg.mtp_weight, **cfg.objective_options
-                )
+            with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                loss, metrics = objective(forward_model, batch, mtp_weight=cfg.mtp_weight, **cfg.objective_options)
                 if cfg.seq_aux_weight:
                     aux = sequence_balance_loss(moes, cfg.batch_size)
                     loss = loss + cfg.seq_aux_weight * aux
@@ -640,13 +605,9 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
             for name, m in moes:
                 if m.last_routing is not None:
-                    step_loads[name] += torch.bincount(
-                        m.last_routing[0].flatten(), minlength=len(step_loads[name])
-                    )
+                    step_loads[name] += torch.bincount(m.last_routing[0].flatten(), minlength=len(step_loads[name]))
                     m.last_routing = None
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf")
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -658,14 +619,9 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
             totals[k] = parallel.all_reduce(torch.tensor(totals[k]), d, "mean").item()
         loss_value = totals["loss"]
         dt = time.perf_counter() - t0
-        record = {
-            "step": step + 1,
-            **{k: round(v, 6) for k, v in totals.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm": float(grad_norm),
-            "tokens_per_s": tokens_per_step / dt,
-            "mfu": flops_per_token * tokens_per_step / dt / (peak * 1e12),
-        }
+        record = {"step": step + 1, **{k: round(v, 6) for k, v in totals.items()},
+                  "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                  "tokens_per_s": tokens_per_step / dt, "mfu": flops_per_token * tokens_per_step / dt / (peak * 1e12)}
         last = step + 1 == cfg.max_steps
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
             last_val = evaluate(forward_model, val, cfg, d, autocast_dtype)
@@ -697,16 +653,8 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
 
         run_report.training_section(out, history, cfg, mcfg)
     parallel.barrier(d)
-    return TrainResult(
-        out,
-        model_dir,
-        cfg.max_steps,
-        loss_value,
-        last_val,
-        (cfg.max_steps - start_step) * tokens_per_step,
-        seconds,
-        history,
-    )
+    return TrainResult(out, model_dir, cfg.max_steps, loss_value, last_val,
+                       (cfg.max_steps - start_step) * tokens_per_step, seconds, history)
 
 
 @torch.no_grad()
@@ -720,9 +668,7 @@ def evaluate(model, val, cfg: TrainConfig, d: parallel.Dist, autocast_dtype) -> 
     for b in range(n_batches):
         first = (b * d.world + d.rank) * cfg.batch_size
         batch = {k: v.to(d.device) for k, v in val.fixed_batch(first, cfg.batch_size).items()}
-        with torch.autocast(
-            d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-        ):
+        with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss, _ = objective(model, batch, mtp_weight=0.0, **cfg.objective_options)
         total += loss.float()
     parallel.all_reduce(total, d)
@@ -752,25 +698,20 @@ def _load_stats(window: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     return {"expert_load_max_over_mean": ratio, "experts_never_chosen": dead}
 
 
-def save_checkpoint(
-    model, optimizer, scheduler, step: int, root: Path, cfg: TrainConfig, d: parallel.Dist
-) -> None:
+def save_checkpoint(model, optimizer, scheduler, step: int, root: Path, cfg: TrainConfig, d: parallel.Dist) -> None:
     model_state, optim_state = parallel.full_state(model, optimizer)
     if d.is_main:
         train_state = {
             "step": step,
             "optimizer": optim_state,
             "scheduler": scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "world": d.world,
         }
         target = _step_dir(root, step)
         checkpoint.save(
-            checkpoint.StateDictModel(model.config, model_state),
-            target,
+            checkpoint.StateDictModel(model.config, model_state), target,
             tokenizer=cfg.tokenizer or None,
             write_extra=lambda tmp: torch.save(train_state, tmp / STATE_FILE),
         )
@@ -781,13 +722,8 @@ def save_checkpoint(
 
 def _restore(found: Path, model, optimizer, scheduler, d: parallel.Dist, out: Path):
     loaded = checkpoint.load(found)
-    if (
-        loaded.config.vocab_size != model.config.vocab_size
-        or loaded.config.num_hidden_layers != model.config.num_hidden_layers
-    ):
-        raise K1Error(
-            f"{found}: checkpoint does not match the configured model; use a new out_dir or the same model"
-        )
+    if loaded.config.vocab_size != model.config.vocab_size or loaded.config.num_hidden_layers != model.config.num_hidden_layers:
+        raise K1Error(f"{found}: checkpoint does not match the configured model; use a new out_dir or the same model")
     state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
     model_state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.state_dict().items()}
     parallel.load_full_state(model, optimizer, model_state, state["optimizer"], d)

@@ -47,13 +47,9 @@ def test_release_layout_names(saved):
     assert "model.layers.1.mlp.experts.7.gate_proj.weight" in names
     assert "model.layers.1.post_mlp_layernorm.weight" in names  # layer level, as released
     assert "model.layers.1.mlp.experts.gate_up_proj" not in names
-    assert {
-        f"model.layers.{L}.enorm.weight",
-        f"model.layers.{L}.eh_proj.weight",
-        f"model.layers.{L}.shared_head.norm.weight",
-        f"model.layers.{L}.shared_head.head.weight",
-        f"model.layers.{L}.embed_tokens.weight",
-    } <= names
+    assert {f"model.layers.{L}.enorm.weight", f"model.layers.{L}.eh_proj.weight",
+            f"model.layers.{L}.shared_head.norm.weight", f"model.layers.{L}.shared_head.head.weight",
+            f"model.layers.{L}.embed_tokens.weight"} <= names
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["model_type"] == "axk1" and cfg["mlp_layer_types"][0] == "dense"
 

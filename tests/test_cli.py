@@ -8,9 +8,7 @@ from k1.cli import main
 
 
 def test_help_lists_stages():
-    out = subprocess.run(
-        [sys.executable, "-m", "k1", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([sys.executable, "-m", "k1", "--help"], capture_output=True, text=True, check=True).stdout
     assert "model" in out
 
 

@@ -66,9 +66,7 @@ def test_transformers_to_k1(tmp_path):
 
     cfg = tiny_config().to_hf_dict()
     torch.manual_seed(3)
-    hf = AXK1ForCausalLM(
-        AXK1Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
-    )
+    hf = AXK1ForCausalLM(AXK1Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")}))
     with torch.no_grad():
         for m in hf.modules():
             if hasattr(m, "e_score_correction_bias"):
@@ -80,10 +78,7 @@ def test_transformers_to_k1(tmp_path):
     mask = torch.ones_like(ids)
     mask[0, :3] = 0
     with torch.no_grad():
-        diff = (
-            model(ids, attention_mask=mask)
-            - hf(ids, attention_mask=mask, position_ids=hf_positions(mask)).logits
-        )
+        diff = (model(ids, attention_mask=mask) - hf(ids, attention_mask=mask, position_ids=hf_positions(mask)).logits)
     assert diff[mask.bool()].abs().max().item() < TOL
 
 
@@ -112,15 +107,8 @@ def test_greedy_generation_identical(pair):
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.no_grad():
-        out = hf.generate(
-            ids,
-            attention_mask=mask,
-            max_new_tokens=32,
-            min_new_tokens=32,
-            do_sample=False,
-            pad_token_id=0,
-            eos_token_id=None,
-        )
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                          pad_token_id=0, eos_token_id=None)
     theirs = out[:, width:].tolist()
     assert ours == theirs
     assert all(len(t) == 32 for t in ours)

@@ -33,27 +33,10 @@ def tokens(tmp_path_factory):
 
 
 def small_cfg(tokens, out, **kw):
-    base = dict(
-        data=str(tokens),
-        out_dir=str(out),
-        seq_len=32,
-        batch_size=4,
-        max_steps=8,
-        warmup_steps=2,
-        lr=3e-3,
-        eval_every=4,
-        save_every=4,
-        eval_batches=2,
-        precision="fp32",
-        peak_tflops=1.0,
-        model_overrides={
-            "vocab_size": 128,
-            "num_hidden_layers": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "moe_intermediate_size": 32,
-        },
-    )
+    base = dict(data=str(tokens), out_dir=str(out), seq_len=32, batch_size=4, max_steps=8, warmup_steps=2,
+                lr=3e-3, eval_every=4, save_every=4, eval_batches=2, precision="fp32", peak_tflops=1.0,
+                model_overrides={"vocab_size": 128, "num_hidden_layers": 2, "hidden_size": 64,
+                                 "intermediate_size": 128, "moe_intermediate_size": 32})
     base.update(kw)
     return TrainConfig(**base)
 
@@ -63,10 +46,8 @@ def losses(out):
 
 
 def test_training_learns_and_writes_a_loadable_model(tokens, tmp_path):
-    res = run(
-        small_cfg(tokens, tmp_path / "r", max_steps=30, eval_every=10, save_every=10, precision="bf16"),
-        progress=False,
-    )
+    res = run(small_cfg(tokens, tmp_path / "r", max_steps=30, eval_every=10, save_every=10, precision="bf16"),
+              progress=False)
     hist = res.history
     assert hist[-1]["loss"] < 0.5 * hist[0]["loss"]
     assert res.val_loss is not None and res.val_loss < hist[0]["loss"]
@@ -112,20 +93,14 @@ def test_sigkill_never_leaves_a_corrupt_latest(tokens, tmp_path):
     out = tmp_path / "killed"
     cfg = tmp_path / "cfg.toml"
     total = 60
-    cfg.write_text(
-        small_cfg(tokens, out, max_steps=total, save_every=1, eval_every=30, keep_last=2).to_toml()
-    )
+    cfg.write_text(small_cfg(tokens, out, max_steps=total, save_every=1, eval_every=30, keep_last=2).to_toml())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     metrics = out / "metrics.jsonl"
     rng = random.Random(0)
     kills = 0
     for target in sorted(rng.sample(range(3, total - 5), 4)):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "k1", "train", str(cfg), "--resume"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "k1", "train", str(cfg), "--resume"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:
             done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
@@ -143,13 +118,8 @@ def test_sigkill_never_leaves_a_corrupt_latest(tokens, tmp_path):
         state = torch.load(found / train_mod.STATE_FILE, weights_only=False)
         assert state["step"] == int(found.name.split("-")[1])
     assert kills == 4
-    done = subprocess.run(
-        [sys.executable, "-m", "k1", "train", str(cfg), "--resume"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run([sys.executable, "-m", "k1", "train", str(cfg), "--resume"], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, total + 1))
@@ -163,24 +133,9 @@ def test_two_processes_match_one(tokens, tmp_path):
     one = small_cfg(tokens, tmp_path / "one", batch_size=4)
     two = small_cfg(tokens, tmp_path / "two", batch_size=2)
     (tmp_path / "two.toml").write_text(two.to_toml())
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port",
-            str(29500 + os.getpid() % 1000),
-            "-m",
-            "k1",
-            "train",
-            str(tmp_path / "two.toml"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_port", str(29500 + os.getpid() % 1000), "-m", "k1", "train",
+                           str(tmp_path / "two.toml")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run(one, progress=False)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")

@@ -6,9 +6,7 @@ import typer
 
 
 def command(
-    out: str = typer.Option(
-        "runs/demo", "--out", help="Where every stage writes its outputs and the report."
-    ),
+    out: str = typer.Option("runs/demo", "--out", help="Where every stage writes its outputs and the report."),
     fast: bool = typer.Option(False, "--fast", help="A 2-minute smoke version of every stage."),
     force: bool = typer.Option(False, "--force", help="Redo stages that finished before."),
     seed: int = typer.Option(0, help="Seed for the generated data and the models."),

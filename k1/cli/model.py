@@ -19,9 +19,7 @@ def _config(preset_or_dir: str):
         return _read_config(Path(preset_or_dir))[1], preset_or_dir
     if preset_or_dir in PRESETS:
         return ModelConfig.preset(preset_or_dir), preset_or_dir
-    raise K1Error(
-        f"{preset_or_dir!r} is neither a model directory nor a preset{did_you_mean(preset_or_dir, list(PRESETS))}"
-    )
+    raise K1Error(f"{preset_or_dir!r} is neither a model directory nor a preset{did_you_mean(preset_or_dir, list(PRESETS))}")
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -40,9 +38,7 @@ def _bytes(n: float) -> str:
 
 @app.command()
 def info(
-    model: str = typer.Argument(
-        ..., help="A preset name (tiny, small, base, axk1-519b) or a model directory."
-    ),
+    model: str = typer.Argument(..., help="A preset name (tiny, small, base, axk1-519b) or a model directory."),
     seq_len: int = typer.Option(4096, help="Sequence length for the attention part of the FLOP count."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
@@ -79,10 +75,8 @@ def presets():
 
     for name, cfg in PRESETS.items():
         p = cfg.param_counts()
-        print(
-            f"{name:10s} total {_human(p['total']):>8s}  active {_human(p['active']):>8s}  "
-            f"layers {cfg.num_hidden_layers:3d}  hidden {cfg.hidden_size:5d}  experts {cfg.n_routed_experts}"
-        )
+        print(f"{name:10s} total {_human(p['total']):>8s}  active {_human(p['active']):>8s}  "
+              f"layers {cfg.num_hidden_layers:3d}  hidden {cfg.hidden_size:5d}  experts {cfg.n_routed_experts}")
 
 
 @app.command()
@@ -113,7 +107,5 @@ def check(model: Path = typer.Argument(..., help="A model directory.")):
 
     m = load(model)
     n = sum(p.numel() for p in m.parameters())
-    print(
-        f"ok: {model} ({n:,} parameters, {m.config.num_hidden_layers} layers, "
-        f"{m.config.num_nextn_predict_layers} MTP)"
-    )
+    print(f"ok: {model} ({n:,} parameters, {m.config.num_hidden_layers} layers, "
+          f"{m.config.num_nextn_predict_layers} MTP)")

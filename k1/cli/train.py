@@ -11,9 +11,7 @@ import typer
 def command(
     config: Path = typer.Argument(..., help="A TOML training config (see recipes/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in out_dir."),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override a config key: --set lr=1e-3 --set model.hidden_size=256."
-    ),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set lr=1e-3 --set model.hidden_size=256."),
 ):
     """Train a model; the same command runs under torchrun for FSDP2 across processes."""
     from k1.train import TrainConfig, run
