@@ -199,6 +199,37 @@ def test_text_files_are_read_in_blocks_of_whole_lines(tmp_path):
     assert all(d.count("\n") > 1 for d in docs[:-1])
 
 
+def test_holdout_keeps_documents_out_of_training_and_writes_them(tmp_path):
+    """--holdout: the documents chosen by hash are never trained on (a unique word only in them is
+    not a token), are written to OUT/heldout per input file, and the choice is the same every run."""
+    from k1.tokenizer.corpus import held_out
+
+    def doc(i: int, word: str) -> str:
+        return "".join(f"문서 {i}의 {j}번째 줄: 오늘은 날씨가 {word}.\n" for j in range(20))
+
+    # Documents with a word that occurs only in held-out documents, often enough to become a token
+    # if it were trained on, among ordinary ones (some of which are held out too).
+    rare = [d for d in (doc(i, "흐리멍덩합니다") for i in range(300)) if held_out(d, 0.2)]
+    docs = [doc(i, "맑습니다") for i in range(300, 500)] + rare
+    assert len(rare) > 20 and all(held_out(d, 0.2) for d in rare)  # the same answer on every call
+    marked = [i for i, d in enumerate(docs) if held_out(d, 0.2)]
+    assert 0.1 < len(marked) / len(docs) < 0.5
+    f = tmp_path / "ko.jsonl"  # one record per document: the unit the hash decides on
+    f.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    cfg = TokenizerConfig(vocab_size=1000, weights=parse_weights("ko=1"), multiword_share=0, holdout=0.2)
+    out = tmp_path / "tok"
+    train([f"ko:{f}"], None, out, config=cfg, threads=1, progress=False, log=lambda *_: None)
+    written = (out / "heldout" / "ko_ko.txt").read_text(encoding="utf-8")
+    assert written == "".join(docs[i] for i in marked)
+    stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
+    assert stats["heldout_documents"] == len(marked)
+    tok = load(out)
+    assert len(tok.encode(" 맑습니다.")) <= 2  # trained on: whole or nearly
+    assert len(tok.encode(" 흐리멍덩합니다.")) > 7  # never seen: bytes
+    with pytest.raises(ConfigError, match="holdout"):
+        TokenizerConfig(holdout=1.0).validate()
+
+
 def test_korean_is_compressed_better_than_english_bytes(tok):
     # A tokenizer trained Korean-first packs several Hangul bytes per token on Korean it saw.
     text = (ASSETS / "ko.txt").read_text(encoding="utf-8")[:20000]

@@ -40,6 +40,11 @@ def train(
         None, help="Field/column with the text in .jsonl/.json/.parquet inputs [text]."
     ),
     min_frequency: int = typer.Option(None, help="Minimum pair count for a merge [2]."),
+    holdout: float = typer.Option(
+        None,
+        help="Share of documents kept out of training (by a hash of their text) and written to OUT/heldout/ "
+        "for `k1 tokenizer report` [0].",
+    ),
     seed: int = typer.Option(None, help="Seed for the per-language subsampling [0]."),
     config: Path | None = typer.Option(
         None,
@@ -64,6 +69,7 @@ def train(
         "max_bytes": max_bytes,
         "text_key": text_key,
         "min_frequency": min_frequency,
+        "holdout": holdout,
         "seed": seed,
     }
     for key, value in given.items():

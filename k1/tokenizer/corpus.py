@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
 import json
 import os
 import random
@@ -277,11 +278,27 @@ def source_rates(
     return out
 
 
+def held_out(text: str, share: float) -> bool:
+    """Whether a document is held out: a hash of its text, so the choice is the same on every run
+    and machine, and copies of one document are all on the same side."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % 1_000_000 < share * 1_000_000
+
+
 def sample_documents(
-    corpus: Corpus, rates: dict[Path, float], text_key: str, seed: int, stats: dict
+    corpus: Corpus,
+    rates: dict[Path, float],
+    text_key: str,
+    seed: int,
+    stats: dict,
+    holdout: float = 0.0,
+    heldout_dir: Path | None = None,
 ) -> Iterator[str]:
     """Stream documents, each kept floor(rate) times plus once more with probability frac(rate);
-    counts kept bytes per language in stats."""
+    counts kept bytes per language in stats. Documents held out (`held_out(text, holdout)`) are
+    never yielded; with heldout_dir they are written there, one file per input file."""
     rng = random.Random(seed)
     kept = stats.setdefault("bytes_by_lang", dict.fromkeys(LANGUAGES, 0))
     stats.setdefault("documents", 0)
@@ -290,8 +307,15 @@ def sample_documents(
         if rate <= 0:
             continue
         whole, frac = int(rate), rate - int(rate)
+        sink = None
         try:
             for text in documents(source, text_key):
+                if held_out(text, holdout):
+                    if heldout_dir is not None:
+                        sink = sink or _heldout_file(heldout_dir, source, stats)
+                        sink.write(text if text.endswith("\n") else text + "\n")
+                        stats["heldout_documents"] = stats.get("heldout_documents", 0) + 1
+                    continue
                 copies = whole + (1 if frac and rng.random() < frac else 0)
                 if not copies:
                     continue
@@ -302,3 +326,18 @@ def sample_documents(
         except (ValueError, UnicodeDecodeError) as err:
             # Checked at scan time, so this means the file changed under us: skip the rest, say so.
             stats.setdefault("skipped_late", []).append((str(source.path), str(err)))
+        finally:
+            if sink is not None:
+                sink.close()
+
+
+def _heldout_file(folder: Path, source: Source, stats: dict):
+    """A new file for one input's held-out documents: <lang>_<name>.txt, numbered if names repeat."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^\w.-]+", "_", source.path.stem)[:80] or "file"
+    path, n = folder / f"{source.lang}_{stem}.txt", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{source.lang}_{stem}_{n}.txt"
+    stats.setdefault("heldout_files", []).append({"file": path.name, "source": str(source.path)})
+    return open(path, "w", encoding="utf-8", newline="")

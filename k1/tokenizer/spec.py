@@ -297,6 +297,10 @@ class TokenizerConfig:
     """Longest Korean phrase (in eojeol) a multiword token may cover."""
     max_bytes: int = 0
     """Cap on the training text in bytes after sampling (0: as much as the shares allow)."""
+    holdout: float = 0.0
+    """Share of documents kept out of training, chosen by a hash of their text (stable across runs),
+    and written to OUT/heldout/<lang>_<file>.txt, so `k1 tokenizer report OUT --text 'ko:OUT/heldout/ko_*'`
+    measures each source on documents the tokenizer never saw. 0: none."""
     min_frequency: int = 2
     """A pair must occur this often to be merged."""
     max_token_length: int = 32
@@ -333,6 +337,8 @@ class TokenizerConfig:
             raise ConfigError("multiword_share must be in [0, 1) and multiword_max_words >= 2")
         if not 0 <= self.source_alpha <= 1 or self.max_repeat < 1:
             raise ConfigError("source_alpha must be in [0, 1] and max_repeat >= 1")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout must be in [0, 1), e.g. 0.05; got {self.holdout}")
         if self.min_frequency < 1 or self.max_token_length < 1 or self.max_bytes < 0:
             raise ConfigError("min_frequency and max_token_length must be >= 1 and max_bytes >= 0")
 
