@@ -140,12 +140,94 @@ def test_korean_pretokenizer_splits_scripts_and_digits():
     split = Split(Regex(pretokenizer_pattern("k1", "single")), behavior="isolated")
     pieces = [p for p, _ in split.pre_tokenize_str("AI가 2024년에 GPU를 샀다. 東京に 갔어요\n    return x")]
     assert pieces == [
-        "AI", "가", " ", "2", "0", "2", "4", "년에", " GPU", "를", " 샀다.", " 東京に", " 갔어요", "\n", "   ", " return", " x",
+        "AI", "가", " 2", "0", "2", "4", "년에", " GPU", "를", " 샀다.", " 東京に", " 갔어요", "\n", "   ", " return", " x",
     ]  # fmt: skip
     triple = Split(Regex(pretokenizer_pattern("k1", "triple")), behavior="isolated")
     assert [p for p, _ in triple.pre_tokenize_str("12345")] == ["123", "45"]
     r2l = Split(Regex(pretokenizer_pattern("k1", "triple-r2l")), behavior="isolated")
-    assert [p for p, _ in r2l.pre_tokenize_str("1234567 89")] == ["1", "234", "567", " ", "89"]
+    assert [p for p, _ in r2l.pre_tokenize_str("1234567 89")] == ["1", "234", "567", " 89"]
+
+
+def test_sentence_mark_runs_and_quotes_are_not_split_after_one_mark():
+    """One sentence mark stays on its Korean word only when no other symbol follows, so "..." and
+    ".”" are whole pieces, not "." on the word plus a stray ".." / "”" (measured: docs/tokenizer.md)."""
+    from tokenizers import Regex
+    from tokenizers.pre_tokenizers import Split
+
+    def cut(text: str, phrase_words: int = 1) -> list[str]:
+        split = Split(Regex(pretokenizer_pattern("k1", "single", phrase_words)), behavior="isolated")
+        return [p for p, _ in split.pre_tokenize_str(text)]
+
+    assert cut('영화... 최고! "좋다." 했다.\n') == [
+        "영화",
+        "...",
+        " 최고!",
+        ' "',
+        "좋다",
+        '."',
+        " 했다.",
+        "\n",
+    ]
+    # The multiword (phrase) pattern ends its phrases the same way.
+    assert cut("정말 좋은 영화... 최고 최고! 했다.", 4) == ["정말 좋은 영화", "...", " 최고 최고!", " 했다."]
+
+
+def test_a_word_that_starts_a_line_carries_the_line_break():
+    """A line break before a word goes with it as a space would ("\n나", "\nAnd"); a blank line and
+    indentation stay apart, so code keeps "\n" + "   " + " return"."""
+    from tokenizers import Regex
+    from tokenizers.pre_tokenizers import Split
+
+    text = "가네요.\n나 배고파\r\nAnd so\n\n좋아\n    return"
+    for words, lines in ((1, ["\n나", " 배고파"]), (4, ["\n나 배고파"])):
+        split = Split(Regex(pretokenizer_pattern("k1", "single", words)), behavior="isolated")
+        pieces = [p for p, _ in split.pre_tokenize_str(text)]
+        assert pieces == ["가네요.", *lines, "\r\nAnd", " so", "\n\n", "좋아", "\n", "   ", " return"]
+
+
+def test_text_files_are_read_in_blocks_of_whole_lines(tmp_path):
+    """Training documents of a text file span lines (so the trainer sees line breaks before words,
+    as encoding does later), end at line ends, and together are the file exactly."""
+    from k1.tokenizer.corpus import TEXT_BLOCK_CHARS, Source, documents
+
+    lines = [f"{i}번째 줄입니다.\n" for i in range(3 * TEXT_BLOCK_CHARS // 10)]
+    f = tmp_path / "ko.txt"
+    f.write_text("".join(lines), encoding="utf-8")
+    docs = list(documents(Source(f, "ko", "text")))
+    assert "".join(docs) == "".join(lines)
+    assert 1 < len(docs) < len(lines) and all(d.endswith("\n") for d in docs)
+    assert all(d.count("\n") > 1 for d in docs[:-1])
+
+
+def test_holdout_keeps_documents_out_of_training_and_writes_them(tmp_path):
+    """--holdout: the documents chosen by hash are never trained on (a unique word only in them is
+    not a token), are written to OUT/heldout per input file, and the choice is the same every run."""
+    from k1.tokenizer.corpus import held_out
+
+    def doc(i: int, word: str) -> str:
+        return "".join(f"문서 {i}의 {j}번째 줄: 오늘은 날씨가 {word}.\n" for j in range(20))
+
+    # Documents with a word that occurs only in held-out documents, often enough to become a token
+    # if it were trained on, among ordinary ones (some of which are held out too).
+    rare = [d for d in (doc(i, "흐리멍덩합니다") for i in range(300)) if held_out(d, 0.2)]
+    docs = [doc(i, "맑습니다") for i in range(300, 500)] + rare
+    assert len(rare) > 20 and all(held_out(d, 0.2) for d in rare)  # the same answer on every call
+    marked = [i for i, d in enumerate(docs) if held_out(d, 0.2)]
+    assert 0.1 < len(marked) / len(docs) < 0.5
+    f = tmp_path / "ko.jsonl"  # one record per document: the unit the hash decides on
+    f.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    cfg = TokenizerConfig(vocab_size=1000, weights=parse_weights("ko=1"), multiword_share=0, holdout=0.2)
+    out = tmp_path / "tok"
+    train([f"ko:{f}"], None, out, config=cfg, threads=1, progress=False, log=lambda *_: None)
+    written = (out / "heldout" / "ko_ko.txt").read_text(encoding="utf-8")
+    assert written == "".join(docs[i] for i in marked)
+    stats = json.loads((out / "k1_tokenizer.json").read_text())["stats"]
+    assert stats["heldout_documents"] == len(marked)
+    tok = load(out)
+    assert len(tok.encode(" 맑습니다.")) <= 2  # trained on: whole or nearly
+    assert len(tok.encode(" 흐리멍덩합니다.")) > 7  # never seen: bytes
+    with pytest.raises(ConfigError, match="holdout"):
+        TokenizerConfig(holdout=1.0).validate()
 
 
 def test_korean_is_compressed_better_than_english_bytes(tok):
@@ -418,13 +500,15 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
         vocab_size=VOCAB, pretokenizer="gpt4", weights=parse_weights("en=1"), multiword_share=0
     )
     train([f"en:{ASSETS / 'en.txt'}"], None, ref, config=cfg, progress=False, log=lambda *_: None)
-    ko = tmp_path / "ko.txt"
-    ko.write_text((ASSETS / "ko.txt").read_text(encoding="utf-8")[:30000], encoding="utf-8")
+    ko, ko2 = tmp_path / "ko.txt", tmp_path / "ko2.txt"
+    ko_text = (ASSETS / "ko.txt").read_text(encoding="utf-8")
+    ko.write_text(ko_text[:30000], encoding="utf-8")
+    ko2.write_text(ko_text[30000:40000], encoding="utf-8")
     from k1.tokenizer import report
 
     rep = report(
         tok_dir,
-        [f"ko:{ko}", f"en:{ASSETS / 'en.txt'}"],
+        [f"ko:{ko}", f"ko:{ko2}", f"en:{ASSETS / 'en.txt'}"],
         references=[str(ref), "o200k"],
         out_dir=tmp_path / "rep",
         log=lambda *_: None,
@@ -435,6 +519,18 @@ def test_report_against_a_reference_dir(tmp_path, tok_dir, monkeypatch):
     assert rep.fewer("ref", "ko") > 30  # an English-only tokenizer falls back to bytes on Hangul
     assert k1_ko.per_eojeol == pytest.approx(k1_ko.tokens / k1_ko.eojeol) and k1_ko.eojeol > 1000
     assert rep.row("k1", "en").per_eojeol is None
+    # Per file: one row per input, and the language rows are their sums (ratio of sums).
+    assert [(Path(f.file).name, f.lang) for f in rep.files] == [
+        ("ko.txt", "ko"),
+        ("ko2.txt", "ko"),
+        ("en.txt", "en"),
+    ]
+    for name in ("k1", "ref"):
+        assert sum(f.tokens[name] for f in rep.files if f.lang == "ko") == rep.row(name, "ko").tokens
+    assert sum(f.chars for f in rep.files if f.lang == "ko") == k1_ko.chars
+    first = rep.files[0]
+    assert first.fewer("ref") == pytest.approx(100 * (1 - first.tokens["k1"] / first.tokens["ref"]))
+    assert "| ko2.txt | ko |" in rep.to_markdown()
     assert (tmp_path / "rep" / "fertility.png").stat().st_size > 10_000
     assert "fewer" in (tmp_path / "rep" / "fertility.md").read_text()
     with pytest.raises(K1Error, match="unknown reference"):

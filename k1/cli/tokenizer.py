@@ -40,6 +40,11 @@ def train(
         None, help="Field/column with the text in .jsonl/.json/.parquet inputs [text]."
     ),
     min_frequency: int = typer.Option(None, help="Minimum pair count for a merge [2]."),
+    holdout: float = typer.Option(
+        None,
+        help="Share of documents kept out of training (by a hash of their text) and written to OUT/heldout/ "
+        "for `k1 tokenizer report` [0].",
+    ),
     seed: int = typer.Option(None, help="Seed for the per-language subsampling [0]."),
     config: Path | None = typer.Option(
         None,
@@ -64,6 +69,7 @@ def train(
         "max_bytes": max_bytes,
         "text_key": text_key,
         "min_frequency": min_frequency,
+        "holdout": holdout,
         "seed": seed,
     }
     for key, value in given.items():
@@ -153,6 +159,20 @@ def report(
                 )
             cmp.add_row(label or name, *cells)
         console.print(cmp)
+    if refs and len(rep.files) > 1:
+        # Per file: a register the training text lacked shows up here, not in the language total.
+        per_file = Table(title="per file: k1 tokens per 1,000 characters, and ... tokens than")
+        for col in ("file", "lang", "chars", "k1 tok/1k ch"):
+            per_file.add_column(col, justify="left" if col in ("file", "lang") else "right")
+        for _, label, _ in refs:
+            per_file.add_column(label, justify="right")
+        for f in rep.files:
+            cells = [Path(f.file).name, f.lang, f"{f.chars:,}", f"{f.per_1k_chars('k1'):.1f}"]
+            for name, _, _ in refs:
+                v = f.fewer(name)
+                cells.append("-" if v is None else (f"{v:.1f}% fewer" if v >= 0 else f"{-v:.1f}% more"))
+            per_file.add_row(*cells)
+        console.print(per_file)
     for name, why in rep.skipped.items():
         typer.echo(f"reference {name} not available: {why}")
     typer.echo(f"wrote {out_dir / 'fertility.png'}, fertility.md, fertility.json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
 import json
 import os
 import random
@@ -31,6 +32,9 @@ CODE_SUFFIXES = {
 # A document longer than this is cut into pieces: the BPE trainer counts words per document and a
 # multi-gigabyte "line" would otherwise be held in memory at once.
 MAX_DOC_CHARS = 1 << 20
+# A plain text file is read in blocks of whole lines of about this size, so the trainer sees text
+# as it is encoded later: pieces that span a line end (".\n", "\n\n", a word after a newline).
+TEXT_BLOCK_CHARS = 4096
 _SNIFF_BYTES = 1 << 16
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\ud7b0-\ud7ff]")
@@ -178,8 +182,15 @@ def documents(source: Source, key: str = "text") -> Iterator[str]:
     """The documents of one file: lines of a text file, `key` fields of JSON / parquet records."""
     if source.kind == "text":
         with open(source.path, encoding="utf-8", newline="") as f:
+            block, size = [], 0
             for line in f:
-                yield from _cut(line)
+                block.append(line)
+                size += len(line)
+                if size >= TEXT_BLOCK_CHARS:
+                    yield from _cut("".join(block))
+                    block, size = [], 0
+            if block:
+                yield from _cut("".join(block))
     elif source.kind == "jsonl":
         for text in _records(source.path, key):
             yield from _cut(text)
@@ -267,11 +278,27 @@ def source_rates(
     return out
 
 
+def held_out(text: str, share: float) -> bool:
+    """Whether a document is held out: a hash of its text, so the choice is the same on every run
+    and machine, and copies of one document are all on the same side."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % 1_000_000 < share * 1_000_000
+
+
 def sample_documents(
-    corpus: Corpus, rates: dict[Path, float], text_key: str, seed: int, stats: dict
+    corpus: Corpus,
+    rates: dict[Path, float],
+    text_key: str,
+    seed: int,
+    stats: dict,
+    holdout: float = 0.0,
+    heldout_dir: Path | None = None,
 ) -> Iterator[str]:
     """Stream documents, each kept floor(rate) times plus once more with probability frac(rate);
-    counts kept bytes per language in stats."""
+    counts kept bytes per language in stats. Documents held out (`held_out(text, holdout)`) are
+    never yielded; with heldout_dir they are written there, one file per input file."""
     rng = random.Random(seed)
     kept = stats.setdefault("bytes_by_lang", dict.fromkeys(LANGUAGES, 0))
     stats.setdefault("documents", 0)
@@ -280,8 +307,15 @@ def sample_documents(
         if rate <= 0:
             continue
         whole, frac = int(rate), rate - int(rate)
+        sink = None
         try:
             for text in documents(source, text_key):
+                if held_out(text, holdout):
+                    if heldout_dir is not None:
+                        sink = sink or _heldout_file(heldout_dir, source, stats)
+                        sink.write(text if text.endswith("\n") else text + "\n")
+                        stats["heldout_documents"] = stats.get("heldout_documents", 0) + 1
+                    continue
                 copies = whole + (1 if frac and rng.random() < frac else 0)
                 if not copies:
                     continue
@@ -292,3 +326,18 @@ def sample_documents(
         except (ValueError, UnicodeDecodeError) as err:
             # Checked at scan time, so this means the file changed under us: skip the rest, say so.
             stats.setdefault("skipped_late", []).append((str(source.path), str(err)))
+        finally:
+            if sink is not None:
+                sink.close()
+
+
+def _heldout_file(folder: Path, source: Source, stats: dict):
+    """A new file for one input's held-out documents: <lang>_<name>.txt, numbered if names repeat."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^\w.-]+", "_", source.path.stem)[:80] or "file"
+    path, n = folder / f"{source.lang}_{stem}.txt", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{source.lang}_{stem}_{n}.txt"
+    stats.setdefault("heldout_files", []).append({"file": path.name, "source": str(source.path)})
+    return open(path, "w", encoding="utf-8", newline="")

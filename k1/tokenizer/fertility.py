@@ -244,10 +244,30 @@ class Row:
 
 
 @dataclass
+class FileRow:
+    """Tokens each tokenizer spends on one input file: shows which source (register) a tokenizer
+    serves worse than the language total does."""
+
+    file: str
+    lang: str
+    chars: int
+    tokens: dict[str, int]  # tokenizer name -> tokens
+
+    def per_1k_chars(self, tokenizer: str) -> float:
+        return 1000 * self.tokens[tokenizer] / max(self.chars, 1)
+
+    def fewer(self, reference: str, subject: str = "k1") -> float | None:
+        if not self.tokens.get(reference):
+            return None
+        return 100.0 * (1.0 - self.tokens[subject] / self.tokens[reference])
+
+
+@dataclass
 class FertilityReport:
     rows: list[Row]
     texts: dict[str, dict]
     skipped: dict[str, str] = field(default_factory=dict)  # reference -> why it is missing
+    files: list[FileRow] = field(default_factory=list)
 
     def tokenizers(self) -> list[tuple[str, str, int]]:
         seen: dict[str, tuple[str, str, int]] = {}
@@ -288,7 +308,28 @@ class FertilityReport:
                 if ref != "k1"
             },
             "skipped": self.skipped,
+            "files": [
+                {
+                    **f.__dict__,
+                    "per_1k_chars": {t: f.per_1k_chars(t) for t in f.tokens},
+                    "fewer_than": {t: f.fewer(t) for t in f.tokens if t != "k1"},
+                }
+                for f in self.files
+            ],
         }
+
+    def files_markdown(self) -> str:
+        """One row per input file: k1's tokens per 1,000 characters and % fewer than each reference."""
+        refs = [t for t in self.tokenizers() if t[0] != "k1"]
+        head = ["file", "lang", "chars", "k1 tok/1k chars"] + [
+            f"vs {label or name}" for name, label, _ in refs
+        ]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for f in self.files:
+            cells = [Path(f.file).name, f.lang, f"{f.chars:,}", f"{f.per_1k_chars('k1'):.1f}"]
+            cells += [_pct(f.fewer(name)) for name, _, _ in refs]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
 
     def to_markdown(self) -> str:
         langs = self.langs()
@@ -326,6 +367,8 @@ class FertilityReport:
             lines.append(
                 "Not available here: " + "; ".join(f"{k} ({v})" for k, v in self.skipped.items()) + "."
             )
+        if len(self.files) > 1:
+            lines += ["", "Per file:", "", self.files_markdown()]
         return "\n".join(lines) + "\n"
 
 
@@ -352,22 +395,39 @@ def measure(encoders: list[Encoder], sets: list[TextSet]) -> list[Row]:
 def read_texts(
     paths: list[str | Path], text_key: str = "text", max_chars: int = MAX_CHARS_PER_LANG
 ) -> tuple[list[TextSet], list]:
-    """Group text files by language (LANG: prefix or guessed), up to max_chars per language."""
+    """One TextSet per input file (LANG: prefix or guessed language), up to max_chars per language."""
     scanned = corpus_mod.scan(paths, text_key)
-    by_lang: dict[str, tuple[list[str], list[str], list[int]]] = {}
+    used: dict[str, int] = {}
+    sets = []
     for source in scanned.sources:
-        texts, files, size = by_lang.setdefault(source.lang, ([], [], [0]))
-        if size[0] >= max_chars:
+        if used.get(source.lang, 0) >= max_chars:
             continue
-        files.append(str(source.path))
+        texts = []
         for doc in corpus_mod.documents(source, text_key):
             texts.append(doc if doc.endswith("\n") else doc + "\n")
-            size[0] += len(doc)
-            if size[0] >= max_chars:
+            used[source.lang] = used.get(source.lang, 0) + len(doc)
+            if used[source.lang] >= max_chars:
                 break
-    sets = [TextSet.build(lang, texts, files) for lang, (texts, files, _) in by_lang.items()]
+        sets.append(TextSet.build(source.lang, texts, [str(source.path)]))
     order = {lang: i for i, lang in enumerate(REPORT_LANGS + ("other",))}
     return sorted(sets, key=lambda s: order.get(s.lang, 99)), scanned.skipped
+
+
+def _by_language(rows: list[Row]) -> list[Row]:
+    """Per-file rows summed per (tokenizer, language): ratios of sums, not means of ratios."""
+    out: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        key = (r.tokenizer, r.lang)
+        if key not in out:
+            out[key] = Row(r.tokenizer, r.label, r.vocab_size, r.lang, 0, 0, 0, 0)
+        t = out[key]
+        t.tokens, t.chars, t.nbytes, t.eojeol = (
+            t.tokens + r.tokens,
+            t.chars + r.chars,
+            t.nbytes + r.nbytes,
+            t.eojeol + r.eojeol,
+        )
+    return list(out.values())
 
 
 def report(
@@ -394,20 +454,25 @@ def report(
             encoders.append(load_reference(name))
         except ReferenceUnavailable as err:
             skipped[name] = str(err)
-    rep = FertilityReport(
-        rows=measure(encoders, sets),
-        texts={
-            s.lang: {
-                "chars": s.chars,
-                "bytes": s.nbytes,
-                "words": s.words,
-                "eojeol": s.eojeol,
-                "files": s.files,
-            }
-            for s in sets
-        },
-        skipped=skipped,
-    )
+    per_file = measure(encoders, sets)  # encoder-major: encoder i's row for set j is i * len(sets) + j
+    texts: dict[str, dict] = {}
+    for ts in sets:
+        t = texts.setdefault(ts.lang, {"chars": 0, "bytes": 0, "words": 0, "eojeol": 0, "files": []})
+        t["chars"] += ts.chars
+        t["bytes"] += ts.nbytes
+        t["words"] += ts.words
+        t["eojeol"] += ts.eojeol
+        t["files"] += ts.files
+    files = [
+        FileRow(
+            ts.files[0],
+            ts.lang,
+            ts.chars,
+            {enc.name: per_file[i * len(sets) + j].tokens for i, enc in enumerate(encoders)},
+        )
+        for j, ts in enumerate(sets)
+    ]
+    rep = FertilityReport(rows=_by_language(per_file), texts=texts, skipped=skipped, files=files)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -87,14 +87,23 @@ def special_tokens(block: int = DEFAULT_SPECIAL_BLOCK) -> list[tuple[str, bool]]
 # Letters that are neither Hangul nor CJK (Latin, Cyrillic, Greek, ...), for the "word" rule.
 _OTHER_LETTERS = r"[[\p{L}\p{M}]&&[^\p{Hangul}\p{Han}\p{Hiragana}\p{Katakana}]]"
 
-_EOJEOL = r" ?\p{Hangul}+[.,!?~]?"
+# One sentence mark may end a Korean word (" 했다.", " 좋아요!"), but not the first mark of a run:
+# "영화..." is " 영화" + "...", "했다.”" is " 했다" + ".”", so mark runs and closing quotes are
+# shared tokens instead of leaving a stray "..", "”" after every word that keeps one mark.
+_MARK = r"[.,!?~](?![^\s\p{L}\p{N}])"
+# A word's leading whitespace: a space, or one line break. A word that starts a line carries the
+# newline the way other words carry their space ("\n그래서", "\nThe"), so line-per-sentence text
+# (chat turns, Q/A, lists, hard-wrapped prose) does not pay a "\n" token per line; GPT-4's pattern
+# keeps every newline apart (measured: docs/tokenizer.md). A blank line ("\n\n") stays its own piece.
+_LEAD = r"(?: |\r?\n)?"
+_EOJEOL = _LEAD + r"\p{Hangul}+(?:" + _MARK + ")?"
 
 _K1_RULES = (
     # English contractions stay one piece ("it's" -> "it", "'s"), as in GPT-2/4.
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
     # Korean: an eojeol, the unit Korean corpora count (the Sejong corpus among them): a run of
     # Hangul (syllables and every jamo block, so old-style combining jamo stay together) with its
-    # leading space and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
+    # leading space (or line break) and one sentence mark right after it (" 했다.", " 학교에서", " 좋아요!").
     # Particles and endings stay attached: BPE learns frequent words whole and splits rarer ones
     # into stem + ending pieces. Splitting particles off by rule instead, and leaving the sentence
     # mark out, both cost compression on held-out Korean (measured: docs/tokenizer.md).
@@ -104,11 +113,13 @@ _K1_RULES = (
     _EOJEOL,
     # Chinese characters and kana, in runs (no spaces between words in these scripts).
     r" ?[\p{Han}\p{Hiragana}\p{Katakana}ー]+",
-    # Other words (English, code identifiers, Cyrillic, ...), with one leading space or symbol
-    # (" the", ".append", "_name"), as in GPT-4's cl100k pattern.
-    r"[^\r\n\p{L}\p{N}]?" + _OTHER_LETTERS + "+",
-    # Numbers: DIGITS is filled in per config (one digit per token by default).
-    "{digits}",
+    # Other words (English, code identifiers, Cyrillic, ...), with one leading space, symbol or
+    # line break (" the", ".append", "_name", "\nThe"); GPT-4's cl100k pattern has no line break here.
+    r"(?:[^\r\n\p{L}\p{N}]|\r?\n)?" + _OTHER_LETTERS + "+",
+    # Numbers: DIGITS is filled in per config (one digit per token by default). The space before
+    # a number goes with its first digit (" 2" "0" "2" "4" "년"): GPT-4's pattern leaves it a token
+    # of its own, one token per number in running text (measured: docs/tokenizer.md).
+    " ?{digits}",
     # Punctuation, symbols and emoji, with one leading space and any trailing newlines.
     r" ?[^\s\p{L}\p{N}]+[\r\n]*",
     # Newlines (with the spaces before them), then indentation: a run of spaces keeps all but its
@@ -119,8 +130,9 @@ _K1_RULES = (
 )
 
 # How digits are split. "single" (the default: every digit its own token, so arithmetic sees
-# aligned digits and every number is spelled the same way, as in LLaMA 1-2, PaLM and Qwen) costs
-# about one point of Korean compression against the groupings of three (measured: docs/tokenizer.md).
+# aligned digits, as in LLaMA 1-2, PaLM and Qwen; the k1 pattern lets the first digit carry the
+# space before the number) costs about one point of Korean compression against the groupings of
+# three (measured: docs/tokenizer.md).
 # "triple": groups of up to three from the left, as in GPT-4, LLaMA 3 and DeepSeek-V3.
 DIGIT_RULES = {
     "single": r"\p{N}",
@@ -143,7 +155,7 @@ PRETOKENIZERS = {
 
 def phrase_rule(max_words: int) -> str:
     """Korean phrase: up to max_words eojeol joined by single spaces, ending at a sentence mark."""
-    return r" ?\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + r"}[.,!?~]?"
+    return _LEAD + r"\p{Hangul}+(?: \p{Hangul}+){0," + str(max_words - 1) + "}(?:" + _MARK + ")?"
 
 
 def pretokenizer_pattern(name: str, digits: str = "single", phrase_words: int = 1) -> str:
@@ -285,6 +297,10 @@ class TokenizerConfig:
     """Longest Korean phrase (in eojeol) a multiword token may cover."""
     max_bytes: int = 0
     """Cap on the training text in bytes after sampling (0: as much as the shares allow)."""
+    holdout: float = 0.0
+    """Share of documents kept out of training, chosen by a hash of their text (stable across runs),
+    and written to OUT/heldout/<lang>_<file>.txt, so `k1 tokenizer report OUT --text 'ko:OUT/heldout/ko_*'`
+    measures each source on documents the tokenizer never saw. 0: none."""
     min_frequency: int = 2
     """A pair must occur this often to be merged."""
     max_token_length: int = 32
@@ -321,6 +337,8 @@ class TokenizerConfig:
             raise ConfigError("multiword_share must be in [0, 1) and multiword_max_words >= 2")
         if not 0 <= self.source_alpha <= 1 or self.max_repeat < 1:
             raise ConfigError("source_alpha must be in [0, 1] and max_repeat >= 1")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout must be in [0, 1), e.g. 0.05; got {self.holdout}")
         if self.min_frequency < 1 or self.max_token_length < 1 or self.max_bytes < 0:
             raise ConfigError("min_frequency and max_token_length must be >= 1 and max_bytes >= 0")
 

@@ -122,26 +122,43 @@ def train(
     )
     stats: dict = {}
     expected = sum(int(available[lang] * rates[lang]) for lang in available)
-    with _threads(threads):
-        backend.train_from_iterator(
-            corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, stats),
-            trainer,
-            length=None,
-        )
-    if not stats.get("documents"):
-        raise K1Error("the inputs held no documents after sampling; give more text or change --weights")
-
-    data = json.loads(backend.to_str())
-    if stage2_merges:
-        log(
-            f"stage 2: {stage2_merges:,} merges over Korean phrases of up to {config.multiword_max_words} eojeol"
-        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Held-out documents are written while stage 1 reads the corpus, into a staging folder that
+    # joins the output directory when it is moved into place (nothing half-written is left behind).
+    heldout = (
+        Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.heldout-"))
+        if config.holdout
+        else None
+    )
+    try:
         with _threads(threads):
-            docs = corpus_mod.sample_documents(corpus, per_file, config.text_key, config.seed, {})
-            spare = set_aside_last_merges(data, stage2_merges)
-            stats["multiword_tokens"] = add_multiword_merges(
-                data, docs, config, stage2_merges, spare, progress
+            backend.train_from_iterator(
+                corpus_mod.sample_documents(
+                    corpus, per_file, config.text_key, config.seed, stats, config.holdout, heldout
+                ),
+                trainer,
+                length=None,
             )
+        if not stats.get("documents"):
+            raise K1Error("the inputs held no documents after sampling; give more text or change --weights")
+
+        data = json.loads(backend.to_str())
+        if stage2_merges:
+            log(
+                f"stage 2: {stage2_merges:,} merges over Korean phrases of up to {config.multiword_max_words} eojeol"
+            )
+            with _threads(threads):
+                docs = corpus_mod.sample_documents(
+                    corpus, per_file, config.text_key, config.seed, {}, config.holdout
+                )
+                spare = set_aside_last_merges(data, stage2_merges)
+                stats["multiword_tokens"] = add_multiword_merges(
+                    data, docs, config, stage2_merges, spare, progress
+                )
+    except BaseException:
+        if heldout is not None:
+            shutil.rmtree(heldout, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
     # The trainer registers every special token as "special"; the think and tool tags are markup
     # users should see in decoded text (skip_special_tokens keeps them), so unmark those.
@@ -182,6 +199,8 @@ def train(
             "expected_bytes": expected,
             "documents": stats.get("documents", 0),
             "multiword_tokens": stats.get("multiword_tokens", 0),
+            "heldout_documents": stats.get("heldout_documents", 0),
+            "heldout_files": stats.get("heldout_files", []),
             "files": [
                 {"path": str(s.path), "lang": s.lang, "bytes": s.nbytes, "rate": round(per_file[s.path], 4)}
                 for s in corpus.sources
@@ -192,9 +211,10 @@ def train(
         },
     }
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
+        if heldout is not None:
+            os.replace(heldout, tmp / "heldout")
         (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(
             json.dumps(hf_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
@@ -204,7 +224,14 @@ def train(
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if heldout is not None:
+            shutil.rmtree(heldout, ignore_errors=True)
         raise
+    if stats.get("heldout_documents"):
+        log(
+            f"held out {stats['heldout_documents']:,} documents in {out_dir / 'heldout'}; measure on them with "
+            f"`k1 tokenizer report {out_dir} --text '{out_dir / 'heldout'}/*.txt'`"
+        )
     if actual < config.vocab_size:
         log(
             f"note: the corpus supported only {actual} of the {config.vocab_size} tokens asked for (more text gives more merges)"
