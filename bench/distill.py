@@ -61,16 +61,16 @@ def conversation(tok, rec: dict, think: bool) -> list[int]:
 def pack_windows(
     convs: list[list[int]], reviews: list[list[int]], seq_len: int, eos: int
 ) -> tuple[np.ndarray, int]:
-    """One conversation at the start of every window of seq_len tokens, the rest filled with whole
-    reviews (in order) and then end-of-text: no conversation is cut by a window boundary, so every
-    answer is trained (and captured) with its question. Windows overlap by one token as in
+    """One conversation at the start of every window of seq_len tokens, the rest filled with reviews
+    (in order; the last one cut at the window's end): no conversation is cut by a window boundary,
+    so every answer is trained (and captured) with its question. Windows overlap by one token as in
     k1.train.TokenWindows (window w is tokens w * seq_len .. (w + 1) * seq_len). Returns the stream
     and the number of reviews used."""
     rows, used = [], 0
     for conv in convs:
         row = list(conv[:seq_len])
-        while used < len(reviews) and len(row) + len(reviews[used]) <= seq_len:
-            row += reviews[used]
+        while used < len(reviews) and len(row) < seq_len:
+            row += reviews[used][: seq_len - len(row)]
             used += 1
         rows.append(row + [eos] * (seq_len - len(row)))
     return np.asarray([t for row in rows for t in row] + [eos], dtype=np.uint16), used

@@ -304,7 +304,7 @@ def linear_kd(
     hidden @ weight.T) without ever holding more than `chunk` rows of logits: at A.X K1's 163,840-entry
     vocabulary an 8 x 4,096-token batch would otherwise keep about 20 GiB per fp32 copy."""
     get_kd_loss(loss)
-    if chunk is None:
+    if not chunk:
         chunk = max(64, KD_CHUNK_BYTES // (4 * max(1, weight.shape[0])))
     options = (
         loss,
