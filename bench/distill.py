@@ -4,17 +4,20 @@
     python bench/distill.py --quick            # a smoke run (numbers mean little)
     python bench/distill.py --out runs/bench_distill --steps 300 --teacher-steps 600
 
-Data: Korean movie reviews (../shared/data/ko_text/nsmc_reviews.txt, read only) and k1.synth's
-Korean arithmetic word problems rendered with the chat template (think and non-think), tokenized
-with a k1 tokenizer trained on k1's shipped corpus. Held out: 10% of the reviews and
-test-split problems (never in training, by k1.synth's hash split).
+Data: k1.synth's Korean arithmetic word problems (--levels) rendered with the chat template (think
+and non-think), one conversation at the start of every window and the rest of it filled with Korean
+movie reviews (../shared/data/ko_text/nsmc_reviews.txt, read only), so no conversation is cut by a
+window boundary (--no-pack: one shuffled stream); tokenized with a k1 tokenizer trained on k1's
+shipped corpus. Held out: 10% of the reviews and test-split problems (never in training, by
+k1.synth's hash split).
 
 1. teacher: a k1 MoE trained here from scratch for --teacher-steps;
 2. capture: its top-k (fp16) over every training window: s per 1k tokens, bytes per token;
 3. two students of the same smaller config, seed and batches (checked): one on hard labels
    (objective "pretrain"), one distilled (objective "kd" on the capture), the same steps;
-4. both: cross-entropy on every held-out window, and greedy accuracy on held-out arithmetic
-   problems in think and non-think mode; the teacher too, for reference;
+4. both: cross-entropy on every held-out window, and greedy accuracy on --eval-problems held-out
+   arithmetic problems in think and non-think mode, with counts and a paired comparison of the two
+   students (difference, 95% interval, McNemar's exact p); the teacher too, for reference;
 5. step time of the KD objective vs plain cross-entropy on the same student and batch
    (forward + backward, interleaved repeats, median).
 
