@@ -19,7 +19,9 @@ k1.synth's hash split).
    arithmetic problems in think and non-think mode, with counts and a paired comparison of the two
    students (difference, 95% interval, McNemar's exact p); the teacher too, for reference;
 5. step time of the KD objective vs plain cross-entropy on the same student and batch
-   (forward + backward, interleaved repeats, median).
+   (forward + backward, interleaved repeats, median);
+6. memory of the KD loss at A.X K1's vocabulary (163,840), chunked vs on whole logits, for 256
+   and 1,024 positions (peak RSS of a separate process each).
 
 Writes <out>/results.json and prints a Markdown table.
 """
@@ -264,6 +266,51 @@ def step_overhead(model, batch: dict, kd_options: dict, repeats: int) -> dict:
     return {"ce_ms": round(1000 * ce, 2), "kd_ms": round(1000 * kd, 2), "kd_over_ce": round(kd / ce, 3)}
 
 
+MEMORY_PROBE = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from k1.objectives import kd_divergence, linear_kd
+path, rows, hid, vocab, k = sys.argv[1], *map(int, sys.argv[2:])
+g = torch.Generator().manual_seed(0)
+h = torch.randn(rows, hid, generator=g, requires_grad=True)
+w = (0.02 * torch.randn(vocab, hid, generator=g)).requires_grad_()
+tgt = torch.randint(0, vocab, (rows,), generator=g)
+ids = torch.randint(0, vocab, (rows, k), generator=g)
+lp = torch.log_softmax(torch.randn(rows, k + 1, generator=g), -1)
+left, lp = lp[:, -1].exp(), lp[:, :-1].half()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if path == "chunked":
+    loss = linear_kd(h, w, tgt, ids, lp, left)[0]
+else:  # the logits path: whole (rows, vocab) logits, log-softmax and the bucket sums
+    logits = h @ w.t()
+    ce = torch.nn.functional.cross_entropy(logits, tgt)
+    loss = 0.5 * ce + 0.5 * kd_divergence(logits, ids, lp, left).mean()
+loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def kd_memory(rows: int, hidden: int, vocab: int, k: int) -> dict:
+    """Peak memory added by one forward + backward of the KD loss on `rows` positions at a large
+    vocabulary, chunked (linear_kd) vs on whole logits; each in its own process (peak RSS)."""
+    import subprocess
+
+    out = {}
+    for path in ("chunked", "logits"):
+        res = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, path, str(rows), str(hidden), str(vocab), str(k)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=600,
+        )
+        if res.returncode:
+            sys.exit(f"bench/distill.py: memory probe ({path}) failed:\n{res.stderr[-2000:]}")
+        out[f"{path}_mb"] = round(float(res.stdout.split()[-1]), 1)
+    return {"rows": rows, "hidden": hidden, "vocab": vocab, "top_k": k, **out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_distill"))
@@ -461,6 +508,9 @@ def main() -> None:
         )
         key = f"h{hidden}_l{layers}_{big.num_parameters / 1e6:.1f}M"
         results["step_overhead"][key] = step_overhead(big, batch, kd_options, max(2, repeats // 3))
+    # Memory of the loss at A.X K1's vocabulary: the chunked loss stays flat as positions grow.
+    vocab = 16_384 if args.quick else 163_840
+    results["kd_memory"] = [kd_memory(rows, 256, vocab, args.top_k) for rows in (256, 1024)]
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
@@ -492,6 +542,11 @@ def main() -> None:
     print(
         f"end to end: {results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s"
     )
+    for m in results["kd_memory"]:
+        print(
+            f"KD loss memory, {m['rows']} positions x {m['vocab']:,} vocabulary (forward + backward, peak RSS "
+            f"added): chunked {m['chunked_mb']} MB vs whole logits {m['logits_mb']} MB"
+        )
 
 
 if __name__ == "__main__":
