@@ -267,9 +267,16 @@ def step_overhead(model, batch: dict, kd_options: dict, repeats: int) -> dict:
 
 
 MEMORY_PROBE = """
-import resource, sys, torch
+import sys, torch
 torch.set_num_threads(1)
 from k1.objectives import kd_divergence, linear_kd
+
+
+def status(key):  # kB, from /proc/self/status
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
 path, rows, hid, vocab, k = sys.argv[1], *map(int, sys.argv[2:])
 g = torch.Generator().manual_seed(0)
 h = torch.randn(rows, hid, generator=g, requires_grad=True)
@@ -278,7 +285,9 @@ tgt = torch.randint(0, vocab, (rows,), generator=g)
 ids = torch.randint(0, vocab, (rows, k), generator=g)
 lp = torch.log_softmax(torch.randn(rows, k + 1, generator=g), -1)
 left, lp = lp[:, -1].exp(), lp[:, :-1].half()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:  # 5: reset the peak (VmHWM) to the current RSS
+    f.write("5")
 if path == "chunked":
     loss = linear_kd(h, w, tgt, ids, lp, left)[0]
 else:  # the logits path: whole (rows, vocab) logits, log-softmax and the bucket sums
@@ -286,13 +295,14 @@ else:  # the logits path: whole (rows, vocab) logits, log-softmax and the bucket
     ce = torch.nn.functional.cross_entropy(logits, tgt)
     loss = 0.5 * ce + 0.5 * kd_divergence(logits, ids, lp, left).mean()
 loss.backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print((status("VmHWM") - before) / 1024)
 """
 
 
 def kd_memory(rows: int, hidden: int, vocab: int, k: int) -> dict:
     """Peak memory added by one forward + backward of the KD loss on `rows` positions at a large
-    vocabulary, chunked (linear_kd) vs on whole logits; each in its own process (peak RSS)."""
+    vocabulary, chunked (linear_kd) vs on whole logits; each in its own process (Linux: the peak
+    RSS above the RSS before the loss, VmHWM reset through /proc/self/clear_refs)."""
     import subprocess
 
     out = {}
