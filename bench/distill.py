@@ -4,19 +4,24 @@
     python bench/distill.py --quick            # a smoke run (numbers mean little)
     python bench/distill.py --out runs/bench_distill --steps 300 --teacher-steps 600
 
-Data: Korean movie reviews (../shared/data/ko_text/nsmc_reviews.txt, read only) and k1.synth's
-Korean arithmetic word problems rendered with the chat template (think and non-think), tokenized
-with a k1 tokenizer trained on k1's shipped corpus. Held out: 10% of the reviews and
-test-split problems (never in training, by k1.synth's hash split).
+Data: k1.synth's Korean arithmetic word problems (--levels) rendered with the chat template (think
+and non-think), one conversation at the start of every window and the rest of it filled with Korean
+movie reviews (../shared/data/ko_text/nsmc_reviews.txt, read only), so no conversation is cut by a
+window boundary (--no-pack: one shuffled stream); tokenized with a k1 tokenizer trained on k1's
+shipped corpus. Held out: 10% of the reviews and test-split problems (never in training, by
+k1.synth's hash split).
 
 1. teacher: a k1 MoE trained here from scratch for --teacher-steps;
 2. capture: its top-k (fp16) over every training window: s per 1k tokens, bytes per token;
 3. two students of the same smaller config, seed and batches (checked): one on hard labels
    (objective "pretrain"), one distilled (objective "kd" on the capture), the same steps;
-4. both: cross-entropy on every held-out window, and greedy accuracy on held-out arithmetic
-   problems in think and non-think mode; the teacher too, for reference;
+4. both: cross-entropy on every held-out window, and greedy accuracy on --eval-problems held-out
+   arithmetic problems in think and non-think mode, with counts and a paired comparison of the two
+   students (difference, 95% interval, McNemar's exact p); the teacher too, for reference;
 5. step time of the KD objective vs plain cross-entropy on the same student and batch
-   (forward + backward, interleaved repeats, median).
+   (forward + backward, interleaved repeats, median);
+6. memory of the KD loss at A.X K1's vocabulary (163,840), chunked vs on whole logits, for 256
+   and 1,024 positions (peak RSS of a separate process each).
 
 Writes <out>/results.json and prints a Markdown table.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -57,6 +63,24 @@ def conversation(tok, rec: dict, think: bool) -> list[int]:
     return tok.encode(tok.apply_chat_template(msgs, enable_thinking=think))
 
 
+def pack_windows(
+    convs: list[list[int]], reviews: list[list[int]], seq_len: int, eos: int
+) -> tuple[np.ndarray, int]:
+    """One conversation at the start of every window of seq_len tokens, the rest filled with reviews
+    (in order; the last one cut at the window's end): no conversation is cut by a window boundary,
+    so every answer is trained (and captured) with its question. Windows overlap by one token as in
+    k1.train.TokenWindows (window w is tokens w * seq_len .. (w + 1) * seq_len). Returns the stream
+    and the number of reviews used."""
+    rows, used = [], 0
+    for conv in convs:
+        row = list(conv[:seq_len])
+        while used < len(reviews) and len(row) < seq_len:
+            row += reviews[used][: seq_len - len(row)]
+            used += 1
+        rows.append(row + [eos] * (seq_len - len(row)))
+    return np.asarray([t for row in rows for t in row] + [eos], dtype=np.uint16), used
+
+
 def build_data(out: Path, tok, args) -> dict:
     from k1 import synth
 
@@ -69,30 +93,35 @@ def build_data(out: Path, tok, args) -> dict:
     rng.shuffle(lines)
     cut = int(len(lines) * 0.9)
     train_lines = lines[: min(cut, args.reviews)] if args.reviews else lines[:cut]
-    levels = tuple(range(1, args.levels + 1))
+    levels = synth.parse_levels(args.levels)
     train_probs = synth.arithmetic(args.problems, seed=0, levels=levels, split="train")
     val_probs = synth.arithmetic(args.problems // 10, seed=2, levels=levels, split="test")
     eos = tok.eos_id
 
     def stream(reviews, probs, seed):
         r = np.random.default_rng(seed)
+        convs = [conversation(tok, p, think=bool(r.random() < args.think_share)) + [eos] for p in probs]
+        convs = [convs[i] for i in r.permutation(len(convs))]
         docs = [tok.encode(s) + [eos] for s in reviews]
-        docs += [conversation(tok, p, think=bool(r.random() < args.think_share)) + [eos] for p in probs]
+        if args.pack:
+            return pack_windows(convs, docs, args.seq_len, eos)
+        docs += convs
         order = r.permutation(len(docs))
-        return np.concatenate([np.asarray(docs[i], dtype=np.uint16) for i in order])
+        return np.concatenate([np.asarray(docs[i], dtype=np.uint16) for i in order]), len(reviews)
 
-    train = stream(train_lines, train_probs, 1)
-    val = stream(lines[cut:], val_probs, 2)
+    train, train_reviews = stream(train_lines, train_probs, 1)
+    val, val_reviews = stream(lines[cut:], val_probs, 2)
     np.save(out / "train.npy", train)
     np.save(out / "val.npy", val)
     return {
         "train_tokens": int(len(train)),
         "val_tokens": int(len(val)),
-        "reviews_train": len(train_lines),
-        "reviews_val": len(lines) - cut,
+        "reviews_train": train_reviews,
+        "reviews_val": val_reviews,
         "problems_train": len(train_probs),
         "problems_val": len(val_probs),
         "levels": list(levels),
+        "packed": bool(args.pack),
     }
 
 
@@ -165,11 +194,34 @@ def task_accuracy(model, tok, problems, max_new: int) -> dict:
     s = mode_summary(results)
     return {
         m: {
+            "correct": sum(r.correct for r in results if r.think == (m == "think")),
+            "n": v["n"],
             "accuracy": round(v["accuracy"], 4),
             "mean_tokens": round(v["mean_tokens"], 1),
             "adherence": round(v["adherence"], 4),
+            "per_problem": [int(r.correct) for r in results if r.think == (m == "think")],
         }
         for m, v in s.items()
+    }
+
+
+def paired_comparison(a: list[int], b: list[int]) -> dict:
+    """b vs a on the same problems: the difference in accuracy with a 95% interval (normal
+    approximation for paired proportions) and McNemar's exact two-sided p-value (a binomial test on
+    the problems exactly one of the two solves)."""
+    n = len(a)
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    d = (only_b - only_a) / n
+    se = math.sqrt(max(0.0, (only_a + only_b) / n - d * d) / n)
+    m = only_a + only_b
+    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m if m else 1.0
+    return {
+        "difference": round(d, 4),
+        "ci95": [round(d - 1.96 * se, 4), round(d + 1.96 * se, 4)],
+        "only_first": only_a,
+        "only_second": only_b,
+        "mcnemar_p": round(min(1.0, 2 * tail), 4),
     }
 
 
@@ -214,6 +266,61 @@ def step_overhead(model, batch: dict, kd_options: dict, repeats: int) -> dict:
     return {"ce_ms": round(1000 * ce, 2), "kd_ms": round(1000 * kd, 2), "kd_over_ce": round(kd / ce, 3)}
 
 
+MEMORY_PROBE = """
+import sys, torch
+torch.set_num_threads(1)
+from k1.objectives import kd_divergence, linear_kd
+
+
+def status(key):  # kB, from /proc/self/status
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+path, rows, hid, vocab, k = sys.argv[1], *map(int, sys.argv[2:])
+g = torch.Generator().manual_seed(0)
+h = torch.randn(rows, hid, generator=g, requires_grad=True)
+w = (0.02 * torch.randn(vocab, hid, generator=g)).requires_grad_()
+tgt = torch.randint(0, vocab, (rows,), generator=g)
+ids = torch.randint(0, vocab, (rows, k), generator=g)
+lp = torch.log_softmax(torch.randn(rows, k + 1, generator=g), -1)
+left, lp = lp[:, -1].exp(), lp[:, :-1].half()
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:  # 5: reset the peak (VmHWM) to the current RSS
+    f.write("5")
+if path == "chunked":
+    loss = linear_kd(h, w, tgt, ids, lp, left)[0]
+else:  # the logits path: whole (rows, vocab) logits, log-softmax and the bucket sums
+    logits = h @ w.t()
+    ce = torch.nn.functional.cross_entropy(logits, tgt)
+    loss = 0.5 * ce + 0.5 * kd_divergence(logits, ids, lp, left).mean()
+loss.backward()
+print((status("VmHWM") - before) / 1024)
+"""
+
+
+def kd_memory(rows: int, hidden: int, vocab: int, k: int) -> dict:
+    """Peak memory added by one forward + backward of the KD loss on `rows` positions at a large
+    vocabulary, chunked (linear_kd) vs on whole logits; each in its own process (Linux: the peak
+    RSS above the RSS before the loss, VmHWM reset through /proc/self/clear_refs)."""
+    import subprocess
+
+    out = {}
+    for path in ("chunked", "logits"):
+        res = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, path, str(rows), str(hidden), str(vocab), str(k)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=600,
+        )
+        if res.returncode:
+            sys.exit(f"bench/distill.py: memory probe ({path}) failed:\n{res.stderr[-2000:]}")
+        out[f"{path}_mb"] = round(float(res.stdout.split()[-1]), 1)
+    return {"rows": rows, "hidden": hidden, "vocab": vocab, "top_k": k, **out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_distill"))
@@ -228,7 +335,13 @@ def main() -> None:
         help="problems written in think mode (the rest non-think); above 0.5 so that greedy decoding "
         "after the think prompt reasons instead of closing the block at once",
     )
-    ap.add_argument("--levels", type=int, default=1, help="arithmetic levels 1..L")
+    ap.add_argument("--levels", default="1", help="arithmetic levels (k1.synth: 1, 1..2, 1,3)")
+    ap.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one whole conversation per window, reviews as filler (--no-pack: one shuffled stream)",
+    )
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -240,7 +353,7 @@ def main() -> None:
     ap.add_argument("--loss", default="forward_kl")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.5)
-    ap.add_argument("--eval-problems", type=int, default=200)
+    ap.add_argument("--eval-problems", type=int, default=400)
     ap.add_argument("--reuse", action="store_true", help="keep data and teacher from an earlier run")
     args = ap.parse_args()
     if args.quick:
@@ -362,7 +475,7 @@ def main() -> None:
         }
 
     val = TokenWindows([np.load(out / "val.npy")], args.seq_len, 0)
-    test = synth.arithmetic(args.eval_problems, seed=7, levels=tuple(range(1, args.levels + 1)), split="test")
+    test = synth.arithmetic(args.eval_problems, seed=7, levels=args.levels, split="test")
     for name, path in (
         ("teacher", teacher_dir),
         ("hard", runs["hard"].model_dir),
@@ -374,7 +487,13 @@ def main() -> None:
         r["val_ce"] = round(val_ce(model, val, 32), 4)
         r["task_ce"] = round(task_ce(model, tok, test), 4)
         r["task"] = task_accuracy(model, tok, test, 64)
-        print(name, r, file=sys.stderr)
+        print(name, {k: v for k, v in r.items() if k != "task"}, file=sys.stderr)
+    results["kd_vs_hard"] = {
+        m: paired_comparison(
+            results["hard"]["task"][m]["per_problem"], results["kd"]["task"][m]["per_problem"]
+        )
+        for m in ("think", "non_think")
+    }
 
     batch = distill.CapturedWindows(cap, seed=0).batch(0, args.batch_size)
     repeats = 3 if args.quick else 15
@@ -399,11 +518,15 @@ def main() -> None:
         )
         key = f"h{hidden}_l{layers}_{big.num_parameters / 1e6:.1f}M"
         results["step_overhead"][key] = step_overhead(big, batch, kd_options, max(2, repeats // 3))
+    # Memory of the loss at A.X K1's vocabulary: the chunked loss stays flat as positions grow.
+    vocab = 16_384 if args.quick else 163_840
+    results["kd_memory"] = [kd_memory(rows, 256, vocab, args.top_k) for rows in (256, 1024)]
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
     def acc(r, m):
-        return f"{100 * r['task'][m]['accuracy']:.1f}%"
+        t = r["task"][m]
+        return f"{100 * t['accuracy']:.1f}% ({t['correct']}/{t['n']})"
 
     print("\n| model | params | steps | val CE | task CE | think acc | non-think acc |")
     print("|---|---|---|---|---|---|---|")
@@ -412,6 +535,12 @@ def main() -> None:
         print(
             f"| {name} | {r['params']:,} | {steps} | {r['val_ce']:.4f} | {r['task_ce']:.4f} | {acc(r, 'think')} | "
             f"{acc(r, 'non_think')} |"
+        )
+    for m, c in results["kd_vs_hard"].items():
+        print(
+            f"{m} accuracy, distilled - hard: {100 * c['difference']:+.1f} points "
+            f"(95% CI {100 * c['ci95'][0]:+.1f} .. {100 * c['ci95'][1]:+.1f}; solved by one only: "
+            f"hard {c['only_first']}, distilled {c['only_second']}; McNemar p = {c['mcnemar_p']})"
         )
     c = manifest["stats"]
     print(
@@ -423,6 +552,11 @@ def main() -> None:
     print(
         f"end to end: {results['kd']['median_tokens_per_s']} vs {results['hard']['median_tokens_per_s']} tokens/s"
     )
+    for m in results["kd_memory"]:
+        print(
+            f"KD loss memory, {m['rows']} positions x {m['vocab']:,} vocabulary (forward + backward, peak RSS "
+            f"added): chunked {m['chunked_mb']} MB vs whole logits {m['logits_mb']} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -475,7 +475,7 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: LatentCache | None = None,
                 return_mtp: bool = False, labels: torch.Tensor | None = None, last_only: bool = False,
-                mtp_labels: list[torch.Tensor] | None = None):
+                mtp_labels: list[torch.Tensor] | None = None, head_loss=None):
         """Logits (batch, seq, vocab). attention_mask: (batch, seq) or (batch, past + seq) with 1 for a
         token and 0 for padding, or a boolean (batch, 1, seq, past + seq) mask of allowed keys.
 
@@ -485,7 +485,10 @@ class Transformer(nn.Module):
         materializing the logits (kernels.linear_cross_entropy). Everything stays inside this one
         call so that wrappers such as FSDP see a single forward. last_only: logits of the last
         position only, (batch, 1, vocab), which is all a generation step needs. mtp_labels: the
-        targets of each MTP depth, when they are not simply labels[:, k:] (packed documents)."""
+        targets of each MTP depth, when they are not simply labels[:, k:] (packed documents).
+        head_loss: with labels, a function (hidden (tokens, h), lm_head weight (vocab, h)) -> loss that
+        replaces the next-token cross-entropy (distillation: k1.objectives.linear_kd); it runs here,
+        inside the one forward, for the same reason."""
         h, rope, mask = self.hidden_states(input_ids, attention_mask, position_ids, cache)
         if last_only:
             return self.lm_head(h[:, -1:])
@@ -494,7 +497,10 @@ class Transformer(nn.Module):
             logits = self.lm_head(h)
             return (logits, [self.lm_head(m) for m in mtp]) if return_mtp else logits
         w = self.lm_head.weight
-        loss = kernels.linear_cross_entropy(h.flatten(0, 1), w, labels.flatten())
+        if head_loss is not None:
+            loss = head_loss(h.flatten(0, 1), w)
+        else:
+            loss = kernels.linear_cross_entropy(h.flatten(0, 1), w, labels.flatten())
         mtp_losses = [kernels.linear_cross_entropy(
             m.flatten(0, 1), w, (mtp_labels[k - 1] if mtp_labels else labels[:, k:]).flatten())
             for k, m in enumerate(mtp, start=1)]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from k1.errors import ConfigError, did_you_mean
+from k1.kernels import _compute_dtype
 
 
 def _shifted(batch: dict[str, torch.Tensor]):
@@ -43,9 +44,13 @@ def next_token_and_mtp(model, batch, mtp_weight: float = 0.3) -> tuple[torch.Ten
     mask = _attention_mask(batch, inputs)
     positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
-    out = model(inputs, attention_mask=None if mask is None else mask[:, None],
-                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp,
-                labels=targets)
+    out = model(
+        inputs,
+        attention_mask=None if mask is None else mask[:, None],
+        position_ids=None if positions is None else positions[:, :-1],
+        return_mtp=use_mtp,
+        labels=targets,
+    )
     loss = out["loss"]
     metrics = {"ce": loss.item()}
     if out["mtp_losses"]:
@@ -76,9 +81,14 @@ def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tens
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
             mtp_targets.append(tg)
     # The fused loss path: the model never materializes the logits.
-    out = model(inputs, attention_mask=None if mask is None else mask[:, None],
-                position_ids=None if positions is None else positions[:, :-1], return_mtp=use_mtp,
-                labels=targets, mtp_labels=mtp_targets)
+    out = model(
+        inputs,
+        attention_mask=None if mask is None else mask[:, None],
+        position_ids=None if positions is None else positions[:, :-1],
+        return_mtp=use_mtp,
+        labels=targets,
+        mtp_labels=mtp_targets,
+    )
     loss = out["loss"]
     metrics = {"ce": loss.item(), "target_tokens": float((targets != -100).sum())}
     if out["mtp_losses"]:
@@ -207,6 +217,110 @@ def kd_divergence(
     return kd_from_log_probs(log_q, teacher_ids, teacher_logprobs, teacher_leftover, loss, beta)
 
 
+# Rows of the (rows, vocab) fp32 logit block one chunk of linear_kd works on: about 64 MiB of it,
+# as kernels.linear_cross_entropy; a small vocabulary (2,048) takes a whole batch in one chunk.
+KD_CHUNK_BYTES = 64 << 20
+
+
+def _kd_chunk_sums(hidden, weight, targets, t_ids, t_logprobs, t_leftover, loss, temperature, beta):
+    """(sum of cross-entropy, sum of divergence) over one chunk of target rows, from the student's
+    hidden states (rows, h) and output weight (vocab, h): the plain reference, chunk-sized."""
+    logits = (hidden @ weight.t()).float()  # (rows, vocab)
+    log_q = torch.log_softmax(logits, dim=-1)
+    ce = -log_q.gather(-1, targets[:, None]).sum()
+    if temperature != 1.0:
+        log_q = torch.log_softmax(logits / temperature, dim=-1)
+    div = kd_from_log_probs(log_q, t_ids, t_logprobs, t_leftover, loss, beta).sum()
+    return ce, div
+
+
+class _LinearKD(torch.autograd.Function):
+    """ce_weight x CE + kd_scale x divergence, both averaged over the rows, from hidden states and the
+    output weight, chunk by chunk. Each chunk's logits and log-softmax live only while it is worked:
+    the forward pass also takes that chunk's gradients (autograd on the chunk), so backward only
+    scales them. Memory O(chunk x vocab) instead of several (rows x vocab) fp32 tensors."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, t_ids, t_logprobs, t_leftover, options):
+        loss, temperature, beta, ce_weight, kd_scale, chunk, dtype = options
+        n = max(1, hidden.shape[0])
+        needs_grad = hidden.requires_grad or weight.requires_grad
+        grad_h = torch.zeros_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        w = weight.detach().to(dtype)
+        ce_total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        kd_total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            part = slice(start, start + chunk)
+            hc = hidden[part].detach().to(dtype).requires_grad_(needs_grad)
+            wc = w.requires_grad_(needs_grad)
+            with torch.enable_grad():
+                ce, div = _kd_chunk_sums(
+                    hc,
+                    wc,
+                    targets[part],
+                    t_ids[part],
+                    t_logprobs[part],
+                    t_leftover[part],
+                    loss,
+                    temperature,
+                    beta,
+                )
+                part_loss = (ce_weight * ce + kd_scale * div) / n
+            if needs_grad:
+                g_h, g_w = torch.autograd.grad(part_loss, (hc, wc))
+                grad_h[part] = g_h.to(hidden.dtype)
+                grad_w += g_w.float()
+            ce_total += ce.detach()
+            kd_total += div.detach()
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        ce_mean, kd_mean = ce_total / n, kd_total / n
+        ctx.mark_non_differentiable(ce_mean, kd_mean)
+        return ce_weight * ce_mean + kd_scale * kd_mean, ce_mean, kd_mean
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_ce, _grad_kd):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_total, grad_w * grad_total, None, None, None, None, None
+
+
+def linear_kd(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    teacher_leftover: torch.Tensor,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    ce_weight: float = 0.5,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused output projection + distillation loss over target rows: hidden (rows, h), weight
+    (vocab, h), targets (rows,), the teacher's top k (rows, k) and leftover (rows,). Returns
+    (loss, mean CE, mean divergence) with loss = ce_weight x CE + (1 - ce_weight) x temperature^2 x
+    divergence; only loss carries a gradient. The same numbers as the logits path (kd_divergence on
+    hidden @ weight.T) without ever holding more than `chunk` rows of logits: at A.X K1's 163,840-entry
+    vocabulary an 8 x 4,096-token batch would otherwise keep about 20 GiB per fp32 copy."""
+    get_kd_loss(loss)
+    if not chunk:
+        chunk = max(64, KD_CHUNK_BYTES // (4 * max(1, weight.shape[0])))
+    options = (
+        loss,
+        temperature,
+        beta,
+        ce_weight,
+        (1 - ce_weight) * temperature**2,
+        chunk,
+        _compute_dtype(hidden),
+    )
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _LinearKD.apply(
+            hidden, weight, targets, teacher_ids, teacher_logprobs, teacher_leftover, options
+        )
+
+
 def distill(
     model,
     batch,
@@ -215,6 +329,7 @@ def distill(
     temperature: float = 1.0,
     ce_weight: float = 0.5,
     beta: float = 0.5,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Knowledge distillation: (1 - ce_weight) x temperature^2 x mean divergence from the teacher
     (KD_LOSSES[loss]) + ce_weight x cross-entropy on the real next token, plus the MTP losses on the
@@ -223,7 +338,9 @@ def distill(
     The batch carries the teacher's top k per input position: `teacher_ids`, `teacher_logprobs`
     (batch, seq, k) and `teacher_leftover` (batch, seq). A batch without them (validation) gives the
     plain cross-entropy, comparable with a run trained on hard labels only. `loss_mask` and
-    `segment_ids` are honoured as in "sft"."""
+    `segment_ids` are honoured as in "sft". The loss is computed inside the model's forward from its
+    hidden states (`linear_kd`, `chunk` rows of logits at a time): the logits are never materialized."""
+    get_kd_loss(loss)
     inputs, targets = _shifted(batch)
     seg = batch.get("segment_ids")
     if seg is not None:
@@ -231,53 +348,52 @@ def distill(
     mask = _attention_mask(batch, inputs)
     positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
+    mtp_targets = None
+    if use_mtp:
+        s = inputs.shape[1]
+        mtp_targets = []
+        for k in range(1, len(model.mtp) + 1):
+            tg = targets[:, k:]  # position i predicts token i + k + 1
+            if seg is not None:
+                tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
+            mtp_targets.append(tg)
+    keep = (targets != -100).flatten()
+    metrics: dict[str, float] = {}
+    head_loss = None
+    if "teacher_ids" in batch:
+        rows = keep.nonzero()[:, 0]  # the target positions; teacher fields are (batch, seq, ...)
+        teacher = [
+            batch[f].flatten(0, 1)[rows] for f in ("teacher_ids", "teacher_logprobs", "teacher_leftover")
+        ]
+
+        def head_loss(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            total, ce, kd = linear_kd(
+                hidden[rows],
+                weight,
+                targets.flatten()[rows],
+                *teacher,
+                loss,
+                temperature,
+                beta,
+                ce_weight,
+                chunk,
+            )
+            metrics.update(ce=ce.item(), kd=kd.item())
+            return total
+
     out = model(
         inputs,
         attention_mask=None if mask is None else mask[:, None],
         position_ids=None if positions is None else positions[:, :-1],
         return_mtp=use_mtp,
+        labels=targets,
+        mtp_labels=mtp_targets,
+        head_loss=head_loss,
     )
-    logits, mtp_logits = out if use_mtp else (out, [])
-    keep = (targets != -100).flatten()
-    n = keep.sum().clamp(min=1)
-    everything = bool(keep.all())
-
-    def rows(t: torch.Tensor) -> torch.Tensor:  # (batch, seq, ...) -> the target positions
-        t = t.flatten(0, 1)
-        return t if everything else t[keep]
-
-    logits_t = rows(logits).float()
-    # One log-softmax serves the cross-entropy and, at temperature 1, the divergence.
-    log_q = torch.log_softmax(logits_t, dim=-1)
-    ce = -log_q.gather(-1, rows(targets)[:, None]).sum() / n
-    metrics = {"ce": ce.item()}
-    total = ce
-    if "teacher_ids" in batch and bool(keep.any()):
-        if temperature != 1.0:
-            log_q = torch.log_softmax(logits_t / temperature, dim=-1)
-        div = kd_from_log_probs(
-            log_q,
-            rows(batch["teacher_ids"]),
-            rows(batch["teacher_logprobs"]),
-            rows(batch["teacher_leftover"]),
-            loss,
-            beta,
-        )
-        kd = div.sum() / n
-        metrics["kd"] = kd.item()
-        total = (1 - ce_weight) * temperature**2 * kd + ce_weight * ce
-    if mtp_logits:
-        s = inputs.shape[1]
-        depth_losses = []
-        for k, lg in enumerate(mtp_logits, start=1):
-            tg = targets[:, k:]  # position i predicts token i + k + 1
-            if seg is not None:
-                tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
-            depth_ce = torch.nn.functional.cross_entropy(
-                lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100, reduction="sum"
-            )
-            depth_losses.append(depth_ce / (tg != -100).sum().clamp(min=1))
-        mtp_loss = torch.stack(depth_losses).mean()
+    total = out["loss"]
+    metrics.setdefault("ce", total.item())
+    if out["mtp_losses"]:
+        mtp_loss = torch.stack(out["mtp_losses"]).mean()
         metrics["mtp"] = mtp_loss.item()
         total = total + mtp_weight * mtp_loss
     return total, metrics

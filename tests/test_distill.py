@@ -20,7 +20,7 @@ from k1.distill.client import EndpointClient
 from k1.distill.sequence import Prompt, select
 from k1.distill.teachers import GenResult, K1Teacher, Teacher, top_k_from_logits
 from k1.errors import K1Error
-from k1.objectives import OBJECTIVES, kd_divergence
+from k1.objectives import OBJECTIVES, kd_divergence, linear_kd
 from tests.helpers import tiny_model
 
 SEQ = 16
@@ -140,6 +140,80 @@ def test_kd_objective_mixes_cross_entropy_and_falls_back_to_it():
     assert metrics["kd"] < 1e-3
     val, metrics = kd(model, {"input_ids": ids}, ce_weight=0.0)  # validation: no teacher in the batch
     torch.testing.assert_close(val, ce_only)
+
+
+def logits_path_kd(logits, targets, ids, lp, left, loss, temperature, ce_weight, beta=0.5):
+    """The unchunked reference: cross-entropy and kd_divergence on whole (rows, vocab) logits."""
+    ce = F.cross_entropy(logits.float(), targets)
+    kd = kd_divergence(logits, ids, lp, left, loss, temperature, beta).mean()
+    return ce_weight * ce + (1 - ce_weight) * temperature**2 * kd, ce, kd
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_chunked_kd_equals_the_whole_logits_path_values_and_gradients(loss):
+    """linear_kd never holds more than `chunk` rows of logits; with any chunk size it must give the
+    loss and the gradients (hidden states and output weight) of the plain path on whole logits."""
+    g = torch.Generator().manual_seed(4)
+    rows, hid, vocab, k = 23, 12, 50, 6
+    hidden = torch.randn(rows, hid, generator=g)
+    weight = torch.randn(vocab, hid, generator=g)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    ids, lp, left = captured(2 * torch.randn(rows, vocab, generator=g), k, 2.0)
+    lp = lp.half()  # as stored in a capture
+    h_ref, w_ref = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    ref, ref_ce, ref_kd = logits_path_kd(h_ref @ w_ref.t(), targets, ids, lp, left, loss, 2.0, 0.3)
+    ref.backward()
+    for chunk in (1, 5, 23, 64):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        got, ce, kd = linear_kd(h, w, targets, ids, lp, left, loss, 2.0, 0.5, 0.3, chunk=chunk)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close((ce, kd), (ref_ce, ref_kd), atol=1e-5, rtol=1e-5)
+        assert not ce.requires_grad and not kd.requires_grad  # metrics only
+        (2.5 * got).backward()  # an upstream scale reaches both gradients
+        torch.testing.assert_close(h.grad, 2.5 * h_ref.grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(w.grad, 2.5 * w_ref.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_kd_objective_equals_the_logits_path_with_masks_and_mtp():
+    """The objective computes KD inside the model's forward from hidden states (no logits); it must
+    match KD on the model's logits over the same target rows, loss_mask and MTP included."""
+    model = tiny_model(num_nextn_predict_layers=1)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 128, (2, SEQ + 1), generator=g)
+    loss_mask = torch.ones_like(ids)
+    loss_mask[:, : SEQ // 2] = 0  # a prompt: no targets there
+    top = top_k_from_logits(3 * torch.randn(2, SEQ, 128, generator=g), 8, 1.5)
+    batch = {
+        "input_ids": ids,
+        "loss_mask": loss_mask,
+        "teacher_ids": torch.from_numpy(top.ids),
+        "teacher_logprobs": torch.from_numpy(top.logprobs).half(),
+        "teacher_leftover": torch.from_numpy(top.leftover),
+    }
+    opts = {"loss": "jsd", "temperature": 1.5, "ce_weight": 0.4, "beta": 0.3}
+    got, metrics = OBJECTIVES["kd"](model, batch, mtp_weight=0.2, chunk=3, **opts)
+    got.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    logits, (mtp_logits,) = model(ids[:, :-1], return_mtp=True)
+    keep = (loss_mask[:, 1:] == 1).flatten()
+    rows = lambda t: t.flatten(0, 1)[keep]  # noqa: E731
+    ref, ce, kd = logits_path_kd(
+        rows(logits),
+        rows(ids[:, 1:]),
+        *(rows(batch[f]) for f in ("teacher_ids", "teacher_logprobs", "teacher_leftover")),
+        **opts,
+    )
+    mtp_targets = ids[:, 2:].masked_fill(loss_mask[:, 2:] == 0, -100)
+    mtp = F.cross_entropy(mtp_logits.flatten(0, 1).float(), mtp_targets.flatten(), ignore_index=-100)
+    ref = ref + 0.2 * mtp
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert metrics["ce"] == pytest.approx(ce.item(), abs=1e-5)
+    assert metrics["kd"] == pytest.approx(kd.item(), abs=1e-5)
+    ref.backward()
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
 
 
 # ------------------------------------------------------------------------------------- capture

@@ -4,7 +4,7 @@
     [teacher]   who teaches: a k1 or transformers directory, or an OpenAI-compatible endpoint
     [capture]   logit distillation: which tokens, top k, value dtype, shard size
     [generate]  sequence-level distillation: prompts, modes, samples, verifier, selection
-    [kd]        the loss: forward_kl | reverse_kl | jsd, temperature, ce_weight, beta
+    [kd]        the loss: forward_kl | reverse_kl | jsd, temperature, ce_weight, beta, chunk
     [train]     any k1.train.TrainConfig key for the student ([train.model] picks its size)
 
 Unknown keys are rejected with the valid ones; `--set table.key=value` overrides any of them.
@@ -116,6 +116,8 @@ class KDConfig:
     """Weight of the cross-entropy on the real next token; 1 - ce_weight goes to the distillation loss."""
     beta: float = 0.5
     """jsd: the mixture weight of the teacher (0.5: Jensen-Shannon)."""
+    chunk: int = 0
+    """Target rows whose logits the loss holds at once (k1.objectives.linear_kd); 0: about 64 MiB of them."""
 
 
 @dataclass
@@ -218,6 +220,7 @@ class DistillConfig:
         need(kd.loss in KD_LOSSES, f"kd.loss {kd.loss!r}{did_you_mean(kd.loss, list(KD_LOSSES))}")
         need(0 <= kd.ce_weight <= 1, "kd.ce_weight must be in [0, 1]")
         need(0 < kd.beta < 1, "kd.beta must be in (0, 1) (use forward_kl / reverse_kl for the ends)")
+        need(kd.chunk >= 0, "kd.chunk must be >= 0 (0: automatic)")
         need(
             bool(g.modes) and all(m in MODES for m in g.modes),
             f"generate.modes: a list of {', '.join(MODES)}",
