@@ -10,6 +10,8 @@
 
 - `linear_cross_entropy`: the output projection and the loss fused chunk by chunk, the logits
   never materialized whole; the reference is `F.linear` + `F.cross_entropy`.
+- `rms_norm`: RMSNorm with a hand-written backward (saves the input and one scale per row, four
+  passes back instead of autograd's chain of ten); the reference is the plain formula.
 
 tests/test_kernels.py checks outputs and gradients of each pair.
 """
@@ -33,6 +35,39 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Normalize in fp32 (bf16 squares overflow their precision), scale in the input dtype: the
+    # released model's (and transformers') order of operations.
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        x32 = x.float()
+        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return weight * (x32 * rstd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        xhat = x.float() * rstd
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad * xhat).sum(dim=tuple(range(grad.dim() - 1))).to(weight.dtype)
+        grad_xhat = (grad * weight).float()
+        # d(x * rstd)/dx applied to grad_xhat: rstd * (grad_xhat - xhat * mean(grad_xhat * xhat))
+        grad_x = (grad_xhat - xhat * (grad_xhat * xhat).mean(-1, keepdim=True)).mul_(rstd)
+        return grad_x.to(x.dtype), grad_w, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as `rms_norm_reference` computes it, with a fused backward."""
+    return _RMSNorm.apply(x, weight, eps)
 
 
 # Rows up to which an inference matmul runs as weight @ x.T (see `linear`).
@@ -109,15 +144,47 @@ def moe_experts(x, idx, weights, gate_up, down):
     token = order // k
     offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
     dtype = _compute_dtype(x)
-    xs = x[token].to(dtype)  # (tokens * k, hidden), expert by expert
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    xs = _GatherSlots.apply(x.to(dtype), token, inverse, k)  # (tokens * k, hidden), expert by expert
     h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
     y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, hidden)
     # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    y = y.index_select(0, inverse).view(n, k, -1)  # (tokens, k, hidden)
+    y = _Permute.apply(y, inverse, order).view(n, k, -1)  # (tokens, k, hidden)
     return torch.bmm(weights.to(dtype).unsqueeze(1), y).squeeze(1).to(x.dtype)
+
+
+class _GatherSlots(torch.autograd.Function):
+    """x[token] where every token appears exactly k times (once per chosen expert). Autograd's own
+    backward for that indexing is a scatter-add with duplicate indices; knowing the layout, it is
+    a gather back to token order and a sum over each token's k slots."""
+
+    @staticmethod
+    def forward(ctx, x, token, inverse, k):
+        ctx.save_for_backward(inverse)
+        ctx.k = k
+        return x.index_select(0, token)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
+
+
+class _Permute(torch.autograd.Function):
+    """Rows reordered by a permutation; the backward is the inverse permutation (a gather, where
+    autograd's index_select backward would scatter-add into zeros)."""
+
+    @staticmethod
+    def forward(ctx, x, perm, inverse_perm):
+        ctx.save_for_backward(inverse_perm)
+        return x.index_select(0, perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse_perm,) = ctx.saved_tensors
+        return grad.index_select(0, inverse_perm), None, None
 
 
 def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):

@@ -161,3 +161,20 @@ def test_small_row_linear_matches_f_linear(rows, dtype):
     xg = x.clone().requires_grad_()  # training keeps F.linear (and its autograd)
     kernels.linear(xg, w).float().sum().backward()
     assert xg.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_reference_forward_and_backward(dtype):
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 48, dtype=dtype, requires_grad=True)
+    w = (torch.rand(48) + 0.5).to(dtype).requires_grad_()
+    grad = torch.randn(2, 5, 48, dtype=dtype)
+    results = []
+    for fn in (kernels.rms_norm_reference, kernels.rms_norm):
+        y = fn(x, w, 1e-6)
+        results.append((y.detach(), *torch.autograd.grad(y, (x, w), grad)))
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)  # same forward arithmetic
+    for a, b in zip(results[1][1:], results[0][1:], strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, **tol)
