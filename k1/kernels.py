@@ -67,11 +67,16 @@ class _RMSNorm(torch.autograd.Function):
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm as `rms_norm_reference` computes it, with a fused backward."""
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return rms_norm_reference(x, weight, eps)  # no backward to serve: skip the Function's overhead
     return _RMSNorm.apply(x, weight, eps)
 
 
 # Rows up to which an inference matmul runs as weight @ x.T (see `linear`).
 SMALL_ROWS = 16
+# Above this (one expert's gate/up weight), visiting the chosen experts one by one beats
+# copying them out or running every expert's group: reading the weights outweighs the calls.
+_LARGE_EXPERT_BYTES = 256 << 10
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,6 +115,20 @@ def moe_experts_reference(x, idx, weights, gate_up, down):
     return out
 
 
+def moe_experts_copied(x, idx, weights, gate_up, down):
+    """Few tokens and small experts: copy out the chosen experts' weights and run two batched
+    matmuls (one call each, where visiting experts one by one would cost more in calls than the
+    weights cost to copy). Same contract as `moe_experts_reference`."""
+    n, k = idx.shape
+    flat = idx.reshape(-1)
+    dtype = _compute_dtype(x)
+    xs = x.to(dtype).repeat_interleave(k, dim=0).unsqueeze(-1)  # (tokens * k, hidden, 1)
+    h = torch.bmm(gate_up.index_select(0, flat).to(dtype), xs).squeeze(-1)  # (tokens * k, 2 * inner)
+    gate, up = h.chunk(2, dim=-1)
+    y = torch.bmm(down.index_select(0, flat).to(dtype), (F.silu(gate) * up).unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(weights.to(dtype).unsqueeze(1), y.view(n, k, -1)).squeeze(1).to(x.dtype)
+
+
 def moe_experts_gathered(x, idx, weights, gate_up, down):
     """Few tokens (a decode step): visit only the experts chosen, each on its own rows through
     `linear`, reading the expert's weights in place (no copy of them, no idle expert's group).
@@ -134,8 +153,11 @@ def moe_experts_gathered(x, idx, weights, gate_up, down):
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
     n, k = idx.shape
-    if not torch.is_grad_enabled() and n <= SMALL_ROWS:
-        return moe_experts_gathered(x, idx, weights, gate_up, down)  # decode-sized: few rows per expert
+    if not torch.is_grad_enabled() and n <= SMALL_ROWS:  # decode-sized: few rows per expert
+        if gate_up[0].numel() * gate_up.element_size() >= _LARGE_EXPERT_BYTES:
+            return moe_experts_gathered(x, idx, weights, gate_up, down)
+        if 2 * n * k <= gate_up.shape[0]:
+            return moe_experts_copied(x, idx, weights, gate_up, down)
     if not _HAS_GROUPED_MM or x.device.type not in ("cpu", "cuda"):
         return moe_experts_reference(x, idx, weights, gate_up, down)
     num_experts = gate_up.shape[0]

@@ -34,9 +34,9 @@ def test_grouped_moe_matches_reference_forward_and_backward():
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     with torch.no_grad():  # the decode-sized path: only the chosen experts' weights are read
-        few = kernels.moe_experts_gathered(x[:3], idx[:3], w[:3], gate_up, down)
-        torch.testing.assert_close(few, kernels.moe_experts_reference(x[:3], idx[:3], w[:3], gate_up, down),
-                                   rtol=1e-5, atol=1e-4)
+        ref = kernels.moe_experts_reference(x[:3], idx[:3], w[:3], gate_up, down)
+        for fast in (kernels.moe_experts_gathered, kernels.moe_experts_copied):
+            torch.testing.assert_close(fast(x[:3], idx[:3], w[:3], gate_up, down), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_absorbed_decode_matches_decompressed(monkeypatch):
