@@ -60,27 +60,41 @@ def next_token_and_mtp(model, batch, mtp_weight: float = 0.3) -> tuple[torch.Ten
     return loss, metrics
 
 
-def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """SFT: cross-entropy on the target tokens only (loss_mask), averaged over them, plus the MTP
-    losses when mtp_weight > 0. In packed rows no target crosses from one conversation into the
-    next, for the next-token head or any MTP depth; a batch without targets gives a zero loss."""
+def _packed_targets(model, batch, mtp_weight: float):
+    """Inputs and next-token targets of a masked (possibly packed) batch: no target crosses from one
+    segment into the next, for the next-token head or any MTP depth (position i of depth k predicts
+    token i + k + 1). Returns inputs, targets, attention mask, positions, whether MTP runs, and the
+    MTP depths' targets."""
     inputs, targets = _shifted(batch)
     seg = batch.get("segment_ids")
     if seg is not None:
         targets = targets.masked_fill(seg[:, :-1] != seg[:, 1:], -100)
-    mask = _attention_mask(batch, inputs)
-    positions = batch.get("position_ids")
     use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
     mtp_targets = None
     if use_mtp:
         s = inputs.shape[1]
         mtp_targets = []
         for k in range(1, len(model.mtp) + 1):
-            tg = targets[:, k:]  # position i predicts token i + k + 1
+            tg = targets[:, k:]
             if seg is not None:
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
             mtp_targets.append(tg)
-    # The fused loss path: the model never materializes the logits.
+    return inputs, targets, _attention_mask(batch, inputs), batch.get("position_ids"), use_mtp, mtp_targets
+
+
+def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """SFT: cross-entropy on the target tokens only (loss_mask), averaged over them, plus the MTP
+    losses when mtp_weight > 0. In packed rows no target crosses from one conversation into the
+    next, for the next-token head or any MTP depth; a batch without targets gives a zero loss."""
+    prepared = _packed_targets(model, batch, mtp_weight)
+    metrics = {"target_tokens": float((prepared[1] != -100).sum())}
+    return _fused_forward(model, prepared, mtp_weight, metrics), metrics
+
+
+def _fused_forward(model, prepared, mtp_weight: float, metrics: dict[str, float], head_loss=None) -> torch.Tensor:
+    """One forward on the fused loss path (the model never materializes the logits): the head's loss
+    (cross-entropy, or head_loss) plus mtp_weight x the MTP depths' mean; fills metrics ce / mtp."""
+    inputs, targets, mask, positions, use_mtp, mtp_targets = prepared
     out = model(
         inputs,
         attention_mask=None if mask is None else mask[:, None],
@@ -88,14 +102,15 @@ def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tens
         return_mtp=use_mtp,
         labels=targets,
         mtp_labels=mtp_targets,
+        head_loss=head_loss,
     )
-    loss = out["loss"]
-    metrics = {"ce": loss.item(), "target_tokens": float((targets != -100).sum())}
+    total = out["loss"]
+    metrics.setdefault("ce", total.item())
     if out["mtp_losses"]:
         mtp_loss = torch.stack(out["mtp_losses"]).mean()
         metrics["mtp"] = mtp_loss.item()
-        loss = loss + mtp_weight * mtp_loss
-    return loss, metrics
+        total = total + mtp_weight * mtp_loss
+    return total
 
 
 # ------------------------------------------------------------------------------ distillation
@@ -341,22 +356,7 @@ def distill(
     `segment_ids` are honoured as in "sft". The loss is computed inside the model's forward from its
     hidden states (`linear_kd`, `chunk` rows of logits at a time): the logits are never materialized."""
     get_kd_loss(loss)
-    inputs, targets = _shifted(batch)
-    seg = batch.get("segment_ids")
-    if seg is not None:
-        targets = targets.masked_fill(seg[:, :-1] != seg[:, 1:], -100)
-    mask = _attention_mask(batch, inputs)
-    positions = batch.get("position_ids")
-    use_mtp = bool(mtp_weight) and len(getattr(model, "mtp", ())) > 0
-    mtp_targets = None
-    if use_mtp:
-        s = inputs.shape[1]
-        mtp_targets = []
-        for k in range(1, len(model.mtp) + 1):
-            tg = targets[:, k:]  # position i predicts token i + k + 1
-            if seg is not None:
-                tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
-            mtp_targets.append(tg)
+    inputs, targets, mask, positions, use_mtp, mtp_targets = _packed_targets(model, batch, mtp_weight)
     keep = (targets != -100).flatten()
     metrics: dict[str, float] = {}
     head_loss = None
@@ -381,22 +381,8 @@ def distill(
             metrics.update(ce=ce.item(), kd=kd.item())
             return total
 
-    out = model(
-        inputs,
-        attention_mask=None if mask is None else mask[:, None],
-        position_ids=None if positions is None else positions[:, :-1],
-        return_mtp=use_mtp,
-        labels=targets,
-        mtp_labels=mtp_targets,
-        head_loss=head_loss,
-    )
-    total = out["loss"]
-    metrics.setdefault("ce", total.item())
-    if out["mtp_losses"]:
-        mtp_loss = torch.stack(out["mtp_losses"]).mean()
-        metrics["mtp"] = mtp_loss.item()
-        total = total + mtp_weight * mtp_loss
-    return total, metrics
+    prepared = (inputs, targets, mask, positions, use_mtp, mtp_targets)
+    return _fused_forward(model, prepared, mtp_weight, metrics, head_loss), metrics
 
 
 ObjectiveFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
