@@ -137,8 +137,9 @@ def moe_experts_gathered(x, idx, weights, gate_up, down):
     flat = idx.reshape(-1)
     order = flat.argsort(stable=True)
     counts = torch.bincount(flat, minlength=gate_up.shape[0]).tolist()
+    token = order // k
     dtype = _compute_dtype(x)
-    xs = x.to(dtype)[order // k]
+    xs = x.to(dtype)[token]
     parts, start = [], 0
     for e, count in enumerate(counts):
         if count:
@@ -147,7 +148,7 @@ def moe_experts_gathered(x, idx, weights, gate_up, down):
             start += count
     y = torch.cat(parts) * weights.reshape(-1)[order, None].to(dtype)
     out = torch.zeros(n, x.shape[-1], dtype=dtype, device=x.device)
-    return out.index_add_(0, order // k, y).to(x.dtype)
+    return out.index_add_(0, token, y).to(x.dtype)
 
 
 def moe_experts(x, idx, weights, gate_up, down):
@@ -280,12 +281,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if needs_grad:
                 logits[torch.arange(len(tc), device=h.device), safe] -= row_scale.to(dtype)
                 grad_h[start : start + chunk] = logits @ w
+                torch.mm(hc.t().contiguous(), logits, out=part)
                 if start == 0:
-                    torch.mm(hc.t().contiguous(), logits, out=grad_wt if dtype == torch.float32 else part)
-                    if dtype != torch.float32:
-                        grad_wt.copy_(part)
+                    grad_wt.copy_(part)
                 else:
-                    grad_wt.add_(torch.mm(hc.t().contiguous(), logits, out=part))
+                    grad_wt.add_(part)
         if needs_grad:
             # a fresh tensor: the workspace is overwritten by the next call (an MTP depth's loss)
             grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device).copy_(grad_wt.t())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -60,11 +61,19 @@ def next_token_and_mtp(model, batch, mtp_weight: float = 0.3) -> tuple[torch.Ten
     return loss, metrics
 
 
-def _packed_targets(model, batch, mtp_weight: float):
+class _Packed(NamedTuple):
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor | None
+    positions: torch.Tensor | None
+    use_mtp: bool
+    mtp_targets: list[torch.Tensor] | None
+
+
+def _packed_targets(model, batch, mtp_weight: float) -> _Packed:
     """Inputs and next-token targets of a masked (possibly packed) batch: no target crosses from one
     segment into the next, for the next-token head or any MTP depth (position i of depth k predicts
-    token i + k + 1). Returns inputs, targets, attention mask, positions, whether MTP runs, and the
-    MTP depths' targets."""
+    token i + k + 1)."""
     inputs, targets = _shifted(batch)
     seg = batch.get("segment_ids")
     if seg is not None:
@@ -79,7 +88,7 @@ def _packed_targets(model, batch, mtp_weight: float):
             if seg is not None:
                 tg = tg.masked_fill(seg[:, : s - k] != seg[:, k + 1 :], -100)
             mtp_targets.append(tg)
-    return inputs, targets, _attention_mask(batch, inputs), batch.get("position_ids"), use_mtp, mtp_targets
+    return _Packed(inputs, targets, _attention_mask(batch, inputs), batch.get("position_ids"), use_mtp, mtp_targets)
 
 
 def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -87,21 +96,21 @@ def masked_next_token(model, batch, mtp_weight: float = 0.0) -> tuple[torch.Tens
     losses when mtp_weight > 0. In packed rows no target crosses from one conversation into the
     next, for the next-token head or any MTP depth; a batch without targets gives a zero loss."""
     prepared = _packed_targets(model, batch, mtp_weight)
-    metrics = {"target_tokens": float((prepared[1] != -100).sum())}
+    metrics = {"target_tokens": float((prepared.targets != -100).sum())}
     return _fused_forward(model, prepared, mtp_weight, metrics), metrics
 
 
-def _fused_forward(model, prepared, mtp_weight: float, metrics: dict[str, float], head_loss=None) -> torch.Tensor:
+def _fused_forward(model, prepared: _Packed, mtp_weight: float, metrics: dict[str, float], head_loss=None) -> torch.Tensor:
     """One forward on the fused loss path (the model never materializes the logits): the head's loss
     (cross-entropy, or head_loss) plus mtp_weight x the MTP depths' mean; fills metrics ce / mtp."""
-    inputs, targets, mask, positions, use_mtp, mtp_targets = prepared
+    mask, positions = prepared.mask, prepared.positions
     out = model(
-        inputs,
+        prepared.inputs,
         attention_mask=None if mask is None else mask[:, None],
         position_ids=None if positions is None else positions[:, :-1],
-        return_mtp=use_mtp,
-        labels=targets,
-        mtp_labels=mtp_targets,
+        return_mtp=prepared.use_mtp,
+        labels=prepared.targets,
+        mtp_labels=prepared.mtp_targets,
         head_loss=head_loss,
     )
     total = out["loss"]
@@ -356,7 +365,8 @@ def distill(
     `segment_ids` are honoured as in "sft". The loss is computed inside the model's forward from its
     hidden states (`linear_kd`, `chunk` rows of logits at a time): the logits are never materialized."""
     get_kd_loss(loss)
-    inputs, targets, mask, positions, use_mtp, mtp_targets = _packed_targets(model, batch, mtp_weight)
+    prepared = _packed_targets(model, batch, mtp_weight)
+    targets = prepared.targets
     keep = (targets != -100).flatten()
     metrics: dict[str, float] = {}
     head_loss = None
@@ -381,7 +391,6 @@ def distill(
             metrics.update(ce=ce.item(), kd=kd.item())
             return total
 
-    prepared = (inputs, targets, mask, positions, use_mtp, mtp_targets)
     return _fused_forward(model, prepared, mtp_weight, metrics, head_loss), metrics
 
 
