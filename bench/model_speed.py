@@ -159,6 +159,7 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         t_hf = timed(lambda: hf(prompt, use_cache=False), steps)
     rows.append((name, f"prefill tokens/s ({seq} tokens)", seq / t_k1, seq / t_hf))
 
+    hf_decode = {}
     for b in (1, 8):
         prompts = ids[:b, :32]
         k1_prompts = prompts.tolist()
@@ -176,7 +177,19 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         with PeakRSS() as m2:
             t2 = timed(run_hf, max(1, steps // 2))
         rows.append((name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2))
+        hf_decode[b] = b * new_tokens / t2
         rows.append((name, f"decode peak memory MiB (batch {b})", m1.delta / 2**20, m2.delta / 2**20))
+
+    # -- the same decode with k1's weight-only int8 (an option, `quantize="int8"`), against the
+    # same transformers bf16 figures: what a serving deployment on this CPU can choose.
+    k1q = k1.load(tmp, dtype=torch.bfloat16, quantize="int8")
+    for b in (1, 8):
+        k1_prompts = ids[:b, :32].tolist()
+        t1 = timed(lambda p=k1_prompts, m=k1q: m.generate(p, max_new_tokens=new_tokens), max(1, steps // 2))
+        rows.append((name, f"decode tokens/s (batch {b}), k1 int8 weights", b * new_tokens / t1,
+                     hf_decode[b]))
+    rows.append((name, "weight MiB, k1 int8 vs bf16", _weight_bytes(k1q) / 2**20, _weight_bytes(hf) / 2**20))
+    del k1q
 
     k1_bf16 = cfg.kv_cache_bytes_per_token(2)
     cache8 = k1m.new_cache(1, dtype=torch.bfloat16, quantized=True) if _has_quantized(k1m) else None
@@ -185,6 +198,10 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
     if cache8 is not None:
         rows.append((name, "KV cache bytes/token (int8 latent)", cache8.bytes_per_token(), hf_bytes))
     return rows
+
+
+def _weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def _has_quantized(model) -> bool:
@@ -214,10 +231,10 @@ def main():
     rows = []
     for name in args.presets.split(","):
         rows += bench_preset(name, args.steps, args.seq, args.batch, args.new_tokens, peaks)
-    print(f"{'preset':8s} {'measure':44s} {'k1':>12s} {'transformers':>14s} {'k1/tf':>8s}")
+    print(f"{'preset':8s} {'measure':48s} {'k1':>12s} {'transformers':>14s} {'k1/tf':>8s}")
     for preset, what, a, b in rows:
         ratio = a / b if b else float("nan")
-        print(f"{preset:8s} {what:44s} {a:12.1f} {b:14.1f} {ratio:8.2f}")
+        print(f"{preset:8s} {what:48s} {a:12.1f} {b:14.1f} {ratio:8.2f}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import torch
 
 from k1.atomic import replace_dir
 from k1.config import ModelConfig
-from k1.errors import CheckpointError, ConfigError
+from k1.errors import CheckpointError, ConfigError, did_you_mean
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -233,10 +233,15 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, where
 
 
-def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"):
-    """Load a k1 or transformers A.X K1 directory as a `k1.model.Transformer` in eval mode."""
-    from k1.model import Rotary, Transformer
+def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
+         quantize: str | None = None):
+    """Load a k1 or transformers A.X K1 directory as a `k1.model.Transformer` in eval mode.
+    quantize="int8": weight-only int8 for inference (`Transformer.quantize`)."""
+    from k1.model import QUANTIZATION_MODES, Rotary, Transformer
 
+    if quantize and quantize not in QUANTIZATION_MODES:
+        raise ConfigError(f"unknown quantization {quantize!r}{did_you_mean(quantize, list(QUANTIZATION_MODES))}; "
+                          f"valid: {', '.join(QUANTIZATION_MODES)}")
     path = Path(path)
     _, cfg = _read_config(path)
     tensors, where = read_tensors(path)
@@ -277,6 +282,8 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.rotary = Rotary(cfg).to(device)  # non-persistent buffers were left on the meta device
+    if quantize:
+        model.quantize(quantize)
     return model.eval()
 
 
@@ -323,6 +330,9 @@ def save(model, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | st
     """
     from safetensors.torch import save_file
 
+    if getattr(model, "quantized", None):
+        raise CheckpointError(f"{path}: the model is quantized ({model.quantized}) for inference; "
+                              "save it before quantizing (quantized weights are not an A.X K1 checkpoint)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = _dtype(dtype) if dtype is not None else None

@@ -12,6 +12,9 @@
   never materialized whole; the reference is `F.linear` + `F.cross_entropy`.
 - `rms_norm`: RMSNorm with a hand-written backward (saves the input and one scale per row, four
   passes back instead of autograd's chain of ten); the reference is the plain formula.
+- `linear_int8` / `moe_experts_int8`: weight-only int8 inference (one scale per output row);
+  decode-sized calls read the int8 weights directly (torch's int8 matrix-vector kernel), larger
+  ones dequantize; the reference is the same layer on the dequantized weights.
 
 tests/test_kernels.py checks outputs and gradients of each pair.
 """
@@ -133,22 +136,84 @@ def moe_experts_gathered(x, idx, weights, gate_up, down):
     """Few tokens (a decode step): visit only the experts chosen, each on its own rows through
     `linear`, reading the expert's weights in place (no copy of them, no idle expert's group).
     Same contract as `moe_experts_reference`."""
+    dtype = _compute_dtype(x)
+
+    def expert(e, rows):
+        gate, up = linear(rows, gate_up[e].to(dtype)).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, down[e].to(dtype))
+
+    return _visit_experts(x.to(dtype), idx, weights, gate_up.shape[0], expert).to(x.dtype)
+
+
+def _visit_experts(x, idx, weights, num_experts: int, expert) -> torch.Tensor:
+    """Rows grouped by chosen expert; `expert(e, rows)` computes expert e's output on its rows;
+    the results weighted and summed back per token."""
     n, k = idx.shape
     flat = idx.reshape(-1)
     order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=gate_up.shape[0]).tolist()
+    counts = torch.bincount(flat, minlength=num_experts).tolist()
     token = order // k
-    dtype = _compute_dtype(x)
-    xs = x.to(dtype)[token]
+    xs = x[token]
     parts, start = [], 0
     for e, count in enumerate(counts):
         if count:
-            gate, up = linear(xs[start : start + count], gate_up[e].to(dtype)).chunk(2, dim=-1)
-            parts.append(linear(F.silu(gate) * up, down[e].to(dtype)))
+            parts.append(expert(e, xs[start : start + count]))
             start += count
-    y = torch.cat(parts) * weights.reshape(-1)[order, None].to(dtype)
-    out = torch.zeros(n, x.shape[-1], dtype=dtype, device=x.device)
-    return out.index_add_(0, token, y).to(x.dtype)
+    y = torch.cat(parts) * weights.reshape(-1)[order, None].to(x.dtype)
+    out = torch.zeros(n, x.shape[-1], dtype=x.dtype, device=x.device)
+    return out.index_add_(0, token, y)
+
+
+# ------------------------------------------------------------------ weight-only int8 inference
+
+# Rows up to which an int8 layer multiplies by its int8 weights directly. torch's int8 kernel
+# streams the weights once per row: at a decode step's few rows it reads half the bytes of bf16;
+# at a prompt's hundreds of rows, dequantizing once and one bf16 matmul is far faster.
+INT8_DIRECT_ROWS = SMALL_ROWS
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output row: weight (..., out, in) -> int8 values of the
+    same shape and fp32 scales (..., out), weight ~ values * scales[..., None]."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=-1).clamp(min=1e-12) / 127.0
+    return torch.round(w / scale[..., None]).clamp_(-127, 127).to(torch.int8), scale
+
+
+def dequantize_int8(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return values.to(dtype) * scale[..., None].to(dtype)
+
+
+def _int8_direct(x: torch.Tensor, rows: int) -> bool:
+    return (rows <= INT8_DIRECT_ROWS and x.device.type == "cpu"
+            and x.dtype in (torch.bfloat16, torch.float16, torch.float32))
+
+
+def linear_int8(x: torch.Tensor, values: torch.Tensor, scale: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, dequantize_int8(values, scale), bias) for an int8 layer (inference only)."""
+    rows = x.numel() // max(1, x.shape[-1])
+    if not _int8_direct(x, rows) or rows == 0:
+        return F.linear(x, dequantize_int8(values, scale, x.dtype), bias)
+    flat = x.reshape(rows, x.shape[-1]).contiguous()
+    y = torch.ops.aten._weight_int8pack_mm(flat, values, scale if scale.dtype == x.dtype else scale.to(x.dtype))
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], values.shape[0])
+
+
+def moe_experts_int8(x, idx, weights, gate_up, gate_up_scale, down, down_scale):
+    """`moe_experts` for int8 experts (values and per-row scales of gate_up and down)."""
+    n = idx.shape[0]
+    if not _int8_direct(x, n):  # a prompt: dequantize once, then the grouped matmuls
+        return moe_experts(x, idx, weights, dequantize_int8(gate_up, gate_up_scale, x.dtype),
+                           dequantize_int8(down, down_scale, x.dtype))
+
+    def expert(e, rows):
+        gate, up = linear_int8(rows, gate_up[e], gate_up_scale[e]).chunk(2, dim=-1)
+        return linear_int8(F.silu(gate) * up, down[e], down_scale[e])
+
+    return _visit_experts(x, idx, weights, gate_up.shape[0], expert)
 
 
 def moe_experts(x, idx, weights, gate_up, down):
@@ -289,13 +354,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if needs_grad:
             # a fresh tensor: the workspace is overwritten by the next call (an MTP depth's loss)
             grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device).copy_(grad_wt.t())
-            ctx.save_for_backward(grad_h, grad_w)
+            ctx.grads = [grad_h, grad_w]
         return total / n_valid
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None, None
+        return (*precomputed_grads(ctx, grad_out), None, None, None, None)
+
+
+def precomputed_grads(ctx, grad_out: torch.Tensor) -> list[torch.Tensor]:
+    """Backward of a fused loss whose forward already computed its gradients into `ctx.grads`
+    (fresh tensors of its own): scale them in place and hand over these very tensors. A product
+    would allocate and fault in another (vocab x hidden) tensor per step, and autograd copies a
+    gradient that something else (saved tensors) still refers to instead of taking it over."""
+    grads = getattr(ctx, "grads", None)
+    if not grads:
+        raise RuntimeError("a fused loss supports one backward pass per forward (no retain_graph)")
+    ctx.grads = None
+    if grad_out.device.type != "cpu" or float(grad_out) != 1.0:
+        for g in grads:
+            g.mul_(grad_out)
+    return grads
 
 
 # fp32 softmax rows per block: about one core's L2 cache.

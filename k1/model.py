@@ -29,13 +29,28 @@ from k1.config import ModelConfig, yarn_mscale
 
 # The query and key/value latent norms use 1e-6 whatever rms_norm_eps says (as the release does).
 LATENT_NORM_EPS = 1e-6
+# Weight-only quantizations `Transformer.quantize` knows.
+QUANTIZATION_MODES = ("int8",)
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose decode-sized inference calls take kernels.linear's fast path."""
+    """nn.Linear whose decode-sized inference calls take kernels.linear's fast path. After
+    `quantize_int8` it holds int8 weights with one scale per output row instead (inference only)."""
+
+    quantized = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized:
+            return kernels.linear_int8(x, self.weight_int8, self.weight_scale, self.bias)
         return kernels.linear(x, self.weight, self.bias)
+
+    @torch.no_grad()
+    def quantize_int8(self) -> None:
+        values, scale = kernels.quantize_int8(self.weight)
+        self.register_buffer("weight_int8", values)
+        self.register_buffer("weight_scale", scale.to(self.weight.dtype))
+        self.register_parameter("weight", None)
+        self.quantized = True
 
 
 class RMSNorm(nn.Module):
@@ -318,7 +333,22 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, H, inner))
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if self.quantized:
+            return kernels.moe_experts_int8(x, idx, weights, self.gate_up_proj_int8, self.gate_up_proj_scale,
+                                            self.down_proj_int8, self.down_proj_scale)
         return kernels.moe_experts(x, idx, weights, self.gate_up_proj, self.down_proj)
+
+    quantized = False
+
+    @torch.no_grad()
+    def quantize_int8(self) -> None:
+        for name in ("gate_up_proj", "down_proj"):
+            weight = getattr(self, name)
+            values, scale = kernels.quantize_int8(weight)
+            self.register_buffer(f"{name}_int8", values)
+            self.register_buffer(f"{name}_scale", scale.to(weight.dtype))
+            self.register_parameter(name, None)
+        self.quantized = True
 
 
 class MoE(nn.Module):
@@ -493,6 +523,8 @@ class Transformer(nn.Module):
             logits = self.lm_head(h)
             return (logits, [self.lm_head(m) for m in mtp]) if return_mtp else logits
         w = self.lm_head.weight
+        if w is None:
+            raise ValueError("this model's weights are quantized to int8 for inference; load it unquantized to train")
         if head_loss is not None:
             loss = head_loss(h.flatten(0, 1), w)
         else:
@@ -530,6 +562,25 @@ class Transformer(nn.Module):
 
         return generate(self, prompts, **kwargs)
 
+    @torch.no_grad()
+    def quantize(self, mode: str = "int8") -> Transformer:
+        """Weight-only quantization for inference, in place: every linear layer and expert gets int8
+        weights with one scale per output row (half the bytes of bf16, which is what a decode step
+        reads). The embeddings, norms, router and kv_b_proj (which absorbed decoding folds into
+        the query and output) keep their dtype. The model can no longer be trained or saved."""
+        if mode not in QUANTIZATION_MODES:
+            raise ValueError(f"unknown quantization {mode!r}; valid: {', '.join(QUANTIZATION_MODES)}")
+        if self.quantized:
+            return self
+        for name, module in self.named_modules():
+            if isinstance(module, Experts) or (isinstance(module, Linear) and not name.endswith("kv_b_proj")):
+                module.quantize_int8()
+        self.quantized = mode
+        return self.eval()
+
+    quantized: str | None = None
+
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        stored = sum(b.numel() for name, b in self.named_buffers() if name.endswith("_int8"))
+        return sum(p.numel() for p in self.parameters()) + stored

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from k1.errors import ConfigError, did_you_mean
-from k1.kernels import _compute_dtype
+from k1.kernels import _compute_dtype, precomputed_grads
 
 
 def _shifted(batch: dict[str, torch.Tensor]):
@@ -297,15 +297,14 @@ class _LinearKD(torch.autograd.Function):
                 grad_w += g_w.float()
             ce_total += ce.detach()
             kd_total += div.detach()
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        ctx.grads = [grad_h, grad_w.to(weight.dtype)]
         ce_mean, kd_mean = ce_total / n, kd_total / n
         ctx.mark_non_differentiable(ce_mean, kd_mean)
         return ce_weight * ce_mean + kd_scale * kd_mean, ce_mean, kd_mean
 
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_kd):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_total, grad_w * grad_total, None, None, None, None, None
+        return (*precomputed_grads(ctx, grad_total), None, None, None, None, None)
 
 
 def linear_kd(

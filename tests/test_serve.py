@@ -75,11 +75,13 @@ class Env:
                 **common,
             )
         )
-        # for schemathesis: small max_tokens so that thousands of generated requests stay quick
+        # for schemathesis: small max_tokens so that thousands of generated requests stay quick;
+        # int8 weights, so the quantized model is served through every endpoint too
         self.fuzz = Server.load(
             ServeConfig(
                 model=str(fx.random_dir),
                 model_name="random",
+                quantize="int8",
                 max_seqs=8,
                 max_tokens=8,
                 max_context=256,
@@ -338,6 +340,8 @@ def test_serve_config_errors_are_one_line(tmp_path):
         ServeConfig().validate()
     with pytest.raises(ConfigError, match="speculative"):
         ServeConfig(model="m", speculative="eagle").validate()
+    with pytest.raises(ConfigError, match="quantize 'int4'.*int8"):
+        ServeConfig(model="m", quantize="int4").validate()
 
 
 # -------------------------------------------------------------------------- access control

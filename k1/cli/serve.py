@@ -38,6 +38,9 @@ def command(
         None, help="Speculate while at most this many sequences run (default: 2)."
     ),
     dtype: str | None = typer.Option(None, help="Weights dtype: float32, bfloat16 (default: as stored)."),
+    quantize: str | None = typer.Option(
+        None, help="Weight-only quantization: int8 (half the weight memory; default: none)."
+    ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cpu)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's default)."),
 ):
@@ -63,6 +66,7 @@ def command(
         speculative=speculative,
         spec_max_batch=spec_max_batch,
         dtype=dtype,
+        quantize=quantize,
         device=device,
         threads=threads,
     )

@@ -126,7 +126,7 @@ class Server:
         config.validate()
         if config.threads:
             torch.set_num_threads(config.threads)
-        model = k1.load(config.model, dtype=config.dtype or None, device=config.device)
+        model = k1.load(config.model, dtype=config.dtype or None, device=config.device, quantize=config.quantize or None)
         tokenizer = tok_mod.load(config.model)
         if not tokenizer.chat_template:
             raise K1Error(
