@@ -99,8 +99,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         or torch.is_autocast_enabled("cpu")
     ):
         return F.linear(x, weight, bias)
-    flat = x.reshape(rows, x.shape[-1])
-    y = torch.mv(weight, flat[0])[None] if rows == 1 else (weight @ flat.t()).t().contiguous()
+    if rows == 1:  # the fewest calls: a decode step makes hundreds of these
+        y = torch.mv(weight, x.reshape(-1))
+    else:
+        y = (weight @ x.reshape(rows, x.shape[-1]).t()).t().contiguous()
     if bias is not None:
         y = y + bias
     return y.view(*x.shape[:-1], weight.shape[0])
@@ -149,6 +151,12 @@ def _visit_experts(x, idx, weights, num_experts: int, expert) -> torch.Tensor:
     """Rows grouped by chosen expert; `expert(e, rows)` computes expert e's output on its rows;
     the results weighted and summed back per token."""
     n, k = idx.shape
+    if n == 1:  # one token (batch-1 decoding): its k experts in turn, no grouping to do
+        out = None
+        for e, w in zip(idx[0].tolist(), weights[0].tolist(), strict=True):
+            y = expert(e, x)
+            out = y.mul_(w) if out is None else out.add_(y, alpha=w)
+        return out
     flat = idx.reshape(-1)
     order = flat.argsort(stable=True)
     counts = torch.bincount(flat, minlength=num_experts).tolist()
@@ -285,16 +293,17 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
     nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
     w = attn.kv_b_proj.weight.view(nh, dn + dv, cfg.kv_lora_rank)
     w_uk, w_uv = w[:, :dn], w[:, dn:]  # (heads, dn, r), (heads, dv, r)
-    q_latent = torch.einsum("bhd,hdr->bhr", q_nope[:, :, 0], w_uk)  # (batch, heads, r)
-    scores = torch.bmm(q_latent, latent.transpose(1, 2))  # (batch, heads, t)
-    scores = scores + torch.bmm(q_rope[:, :, 0], k_rope.transpose(1, 2))
-    scores = scores.float() * attn.scale
+    # Head-batched matmuls with the batch in the middle: (heads, batch, dn) @ (heads, dn, r).
+    # (einsum would do the same through several more calls, and a decode step is mostly calls.)
+    q_latent = torch.bmm(q_nope[:, :, 0].transpose(0, 1), w_uk).transpose(0, 1)  # (batch, heads, r)
+    scores = torch.baddbmm(torch.bmm(q_rope[:, :, 0], k_rope.transpose(1, 2)), q_latent, latent.transpose(1, 2))
+    scores = scores.float() * attn.scale  # (batch, heads, t)
     if mask is not None:
         scores = scores.masked_fill(~mask[:, 0], float("-inf"))
     probs = scores.softmax(-1).to(latent.dtype)
     context = torch.bmm(probs, latent)  # (batch, heads, r)
-    out = torch.einsum("bhr,hvr->bhv", context, w_uv)  # (batch, heads, dv)
-    return out.reshape(out.shape[0], 1, nh * dv)
+    out = torch.bmm(context.transpose(0, 1), w_uv.transpose(1, 2))  # (heads, batch, dv)
+    return out.transpose(0, 1).reshape(out.shape[1], 1, nh * dv)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
