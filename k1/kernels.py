@@ -289,10 +289,8 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
     q_nope (batch, heads, 1, dn), q_rope (batch, heads, 1, dr), latent (batch, t, r),
     k_rope (batch, t, dr), mask None or bool (batch, 1, 1, t). Returns (batch, 1, heads * dv).
     """
-    cfg = attn.cfg
-    nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
-    w = attn.kv_b_proj.weight.view(nh, dn + dv, cfg.kv_lora_rank)
-    w_uk, w_uv = w[:, :dn], w[:, dn:]  # (heads, dn, r), (heads, dv, r)
+    nh, dv = attn.cfg.num_attention_heads, attn.cfg.v_head_dim
+    w_uk, w_uv_t = _absorbed_weights(attn)  # (heads, dn, r), (heads, r, dv)
     # Head-batched matmuls with the batch in the middle: (heads, batch, dn) @ (heads, dn, r).
     # (einsum would do the same through several more calls, and a decode step is mostly calls.)
     q_latent = torch.bmm(q_nope[:, :, 0].transpose(0, 1), w_uk).transpose(0, 1)  # (batch, heads, r)
@@ -302,8 +300,25 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
         scores = scores.masked_fill(~mask[:, 0], float("-inf"))
     probs = scores.softmax(-1).to(latent.dtype)
     context = torch.bmm(probs, latent)  # (batch, heads, r)
-    out = torch.bmm(context.transpose(0, 1), w_uv.transpose(1, 2))  # (heads, batch, dv)
+    out = torch.bmm(context.transpose(0, 1), w_uv_t)  # (heads, batch, dv)
     return out.transpose(0, 1).reshape(out.shape[1], 1, nh * dv)
+
+
+def _absorbed_weights(attn) -> tuple[torch.Tensor, torch.Tensor]:
+    """kv_b_proj's key half (heads, dn, r) and transposed value half (heads, r, dv), contiguous.
+    Slices of the weight would be copied by every decode step's bmm (a tenth of a step at
+    `small`); these copies are made once and remade when the weight changes (a training step
+    bumps its version, a move changes its storage)."""
+    w = attn.kv_b_proj.weight
+    key = (w.data_ptr(), w._version, w.dtype, w.device)
+    cached = attn.__dict__.get("_absorbed")
+    if cached is None or cached[0] != key:
+        cfg = attn.cfg
+        nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
+        heads = w.detach().view(nh, dn + dv, cfg.kv_lora_rank)
+        cached = (key, heads[:, :dn].contiguous(), heads[:, dn:].transpose(1, 2).contiguous())
+        attn.__dict__["_absorbed"] = cached  # a plain attribute: not a parameter, not in state_dict
+    return cached[1], cached[2]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -58,6 +58,17 @@ def test_absorbed_decode_matches_decompressed(monkeypatch):
             step = model(ids[:, -1:], cache=cache)[:, -1]
             torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-5)
 
+    # The absorbed path keeps rearranged copies of kv_b_proj: a weight changed in place (an
+    # optimizer step) must reach the next decode step, not the stale copies.
+    monkeypatch.setattr(kernels, "ABSORBED_DECODE", True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.kv_b_proj.weight.mul_(1.5)
+        full = model(ids)[:, -1]
+        cache = model.new_cache(1)
+        model(ids[:, :-1], cache=cache)
+        torch.testing.assert_close(model(ids[:, -1:], cache=cache)[:, -1], full, rtol=1e-4, atol=1e-5)
+
 
 def test_int8_latent_cache_halves_bytes_and_keeps_greedy_outputs():
     """Stated tolerance: decode logits within 2% of their range; greedy tokens unchanged here."""
