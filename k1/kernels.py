@@ -288,34 +288,41 @@ def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
 
     q_nope (batch, heads, 1, dn), q_rope (batch, heads, 1, dr), latent (batch, t, r),
     k_rope (batch, t, dr), mask None or bool (batch, 1, 1, t). Returns (batch, 1, heads * dv).
+
+    On a CPU the products run in fp32 whatever the cache's dtype: these are matmuls of a few rows,
+    where a bf16 call costs some 20 microseconds of fixed overhead here and an fp32 one a few
+    (four calls per layer per step), more than the conversion of the cache rows they read.
     """
     nh, dv = attn.cfg.num_attention_heads, attn.cfg.v_head_dim
-    w_uk, w_uv_t = _absorbed_weights(attn)  # (heads, dn, r), (heads, r, dv)
+    dtype = latent.dtype
+    compute = torch.float32 if latent.device.type == "cpu" else dtype
+    w_uk, w_uv_t = _absorbed_weights(attn, compute)  # (heads, dn, r), (heads, r, dv)
+    latent, k_rope = latent.to(compute), k_rope.to(compute)
     # Head-batched matmuls with the batch in the middle: (heads, batch, dn) @ (heads, dn, r).
     # (einsum would do the same through several more calls, and a decode step is mostly calls.)
-    q_latent = torch.bmm(q_nope[:, :, 0].transpose(0, 1), w_uk).transpose(0, 1)  # (batch, heads, r)
-    scores = torch.baddbmm(torch.bmm(q_rope[:, :, 0], k_rope.transpose(1, 2)), q_latent, latent.transpose(1, 2))
-    scores = scores.float() * attn.scale  # (batch, heads, t)
+    q_latent = torch.bmm(q_nope[:, :, 0].transpose(0, 1).to(compute), w_uk).transpose(0, 1)  # (batch, heads, r)
+    scores = torch.bmm(q_rope[:, :, 0].to(compute), k_rope.transpose(1, 2))
+    scores = torch.baddbmm(scores, q_latent, latent.transpose(1, 2)).float() * attn.scale  # (batch, heads, t)
     if mask is not None:
         scores = scores.masked_fill(~mask[:, 0], float("-inf"))
-    probs = scores.softmax(-1).to(latent.dtype)
+    probs = scores.softmax(-1).to(compute)
     context = torch.bmm(probs, latent)  # (batch, heads, r)
     out = torch.bmm(context.transpose(0, 1), w_uv_t)  # (heads, batch, dv)
-    return out.transpose(0, 1).reshape(out.shape[1], 1, nh * dv)
+    return out.transpose(0, 1).reshape(out.shape[1], 1, nh * dv).to(dtype)
 
 
-def _absorbed_weights(attn) -> tuple[torch.Tensor, torch.Tensor]:
-    """kv_b_proj's key half (heads, dn, r) and transposed value half (heads, r, dv), contiguous.
-    Slices of the weight would be copied by every decode step's bmm (a tenth of a step at
-    `small`); these copies are made once and remade when the weight changes (a training step
+def _absorbed_weights(attn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """kv_b_proj's key half (heads, dn, r) and transposed value half (heads, r, dv), contiguous,
+    in `dtype`. Slices of the weight would be copied by every decode step's bmm (a tenth of a step
+    at `small`); these copies are made once and remade when the weight changes (a training step
     bumps its version, a move changes its storage)."""
     w = attn.kv_b_proj.weight
-    key = (w.data_ptr(), w._version, w.dtype, w.device)
+    key = (w.data_ptr(), w._version, w.dtype, w.device, dtype)
     cached = attn.__dict__.get("_absorbed")
     if cached is None or cached[0] != key:
         cfg = attn.cfg
         nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
-        heads = w.detach().view(nh, dn + dv, cfg.kv_lora_rank)
+        heads = w.detach().to(dtype).view(nh, dn + dv, cfg.kv_lora_rank)
         cached = (key, heads[:, :dn].contiguous(), heads[:, dn:].transpose(1, 2).contiguous())
         attn.__dict__["_absorbed"] = cached  # a plain attribute: not a parameter, not in state_dict
     return cached[1], cached[2]
