@@ -134,9 +134,11 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         step()
         gc.collect()
         with PeakRSS() as mem:
-            # On this VM the first few steps of either model run up to 1.5x slower (the heap
-            # settles): both get three warm-up steps and the best of at least five.
-            t = timed(step, max(steps, 5), warmup=3)
+            step()
+        # On this VM the first few steps of either model run up to 1.5x slower (the heap
+        # settles): both get three warm-up steps and the best of at least five, timed without
+        # the memory sampler (a thread that takes the GIL every millisecond).
+        t = timed(step, max(steps, 5), warmup=3)
         results[who] = (batch * seq / t, mem.delta)
         del model, step
         gc.collect()
@@ -173,9 +175,11 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
                             pad_token_id=0, eos_token_id=None)
 
         with PeakRSS() as m1:
-            t1 = timed(run_k1, max(1, steps // 2))
+            run_k1()
         with PeakRSS() as m2:
-            t2 = timed(run_hf, max(1, steps // 2))
+            run_hf()
+        t1 = timed(run_k1, max(3, steps))
+        t2 = timed(run_hf, max(3, steps))
         rows.append((name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2))
         hf_decode[b] = b * new_tokens / t2
         rows.append((name, f"decode peak memory MiB (batch {b})", m1.delta / 2**20, m2.delta / 2**20))
@@ -185,7 +189,7 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
     k1q = k1.load(tmp, dtype=torch.bfloat16, quantize="int8")
     for b in (1, 8):
         k1_prompts = ids[:b, :32].tolist()
-        t1 = timed(lambda p=k1_prompts, m=k1q: m.generate(p, max_new_tokens=new_tokens), max(1, steps // 2))
+        t1 = timed(lambda p=k1_prompts, m=k1q: m.generate(p, max_new_tokens=new_tokens), max(3, steps))
         rows.append((name, f"decode tokens/s (batch {b}), k1 int8 weights", b * new_tokens / t1,
                      hf_decode[b]))
     rows.append((name, "weight MiB, k1 int8 vs bf16", _weight_bytes(k1q) / 2**20, _weight_bytes(hf) / 2**20))

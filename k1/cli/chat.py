@@ -23,6 +23,7 @@ def command(
     system: str = typer.Option("", "--system", help="System message."),
     context: int = typer.Option(0, "--context", help="Context length in tokens (0: the model's)."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)."),
+    quantize: str = typer.Option("", "--quantize", help="int8: weight-only int8 (half the weight memory)."),
 ):
     """Chat with a model: tokens stream as they come; Ctrl-C stops a reply, Ctrl-D leaves."""
     import torch
@@ -42,7 +43,7 @@ def command(
     if not (Path(tok_dir) / "tokenizer.json").is_file():
         raise K1Error(f"{tok_dir}: no tokenizer files; pass --tokenizer DIR")
     tok = tokenizer_mod.load(tok_dir)
-    model = k1.load(model_dir).eval()
+    model = k1.load(model_dir, quantize=quantize or None).eval()
     settings = ChatSettings(
         think=think,
         max_new_tokens=max_new_tokens,
