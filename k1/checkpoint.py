@@ -240,8 +240,7 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device
     from k1.model import QUANTIZATION_MODES, Rotary, Transformer
 
     if quantize and quantize not in QUANTIZATION_MODES:
-        raise ConfigError(f"unknown quantization {quantize!r}{did_you_mean(quantize, list(QUANTIZATION_MODES))}; "
-                          f"valid: {', '.join(QUANTIZATION_MODES)}")
+        raise ConfigError(f"unknown quantization {quantize!r}{did_you_mean(quantize, list(QUANTIZATION_MODES))}")
     path = Path(path)
     _, cfg = _read_config(path)
     tensors, where = read_tensors(path)

@@ -70,7 +70,7 @@ class ServeConfig:
         if self.max_thinking_tokens < 0:
             raise ConfigError("max_thinking_tokens must be >= 0")
         if self.quantize not in ("", "int8"):
-            raise ConfigError(f"quantize {self.quantize!r}{did_you_mean(self.quantize, ['int8'])}: use \"int8\" or leave it empty")
+            raise ConfigError(f"quantize {self.quantize!r}{did_you_mean(self.quantize, ['int8'])} (or empty: none)")
         if self.speculative not in ("auto", "off", "mtp"):
             raise ConfigError(
                 f"speculative {self.speculative!r}{did_you_mean(self.speculative, ['auto', 'off', 'mtp'])}"
