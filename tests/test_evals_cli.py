@@ -161,6 +161,9 @@ def test_recipe_is_valid_and_unknown_keys_are_named(tmp_path):
     for spec in cfg.tasks:  # the recipe's data paths are examples; everything else must validate
         spec.data = str(FIXTURES / "humaneval_tiny.jsonl")
     cfg.validate()
+    cfg.quantize = "int4"
+    with pytest.raises(ConfigError, match="quantize 'int4'.*int8"):
+        cfg.validate()
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "m"\nmax_new_token = 5\n')
     with pytest.raises(ConfigError, match="unknown key 'max_new_token'.*did you mean 'max_new_tokens'"):

@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 
 from evals_helpers import FakeOpenAI, fake_logprob, memorize, save, tiny_model, tiny_tokenizer  # noqa: E402
 
-from k1.errors import K1Error  # noqa: E402
+from k1.errors import ConfigError, K1Error  # noqa: E402
 from k1.evals.models import HFModel, load_model  # noqa: E402
 from k1.evals.run import EvalConfig, TaskSpec, run  # noqa: E402
 from k1.evals.sandbox import Limits  # noqa: E402
@@ -283,6 +283,12 @@ def test_k1_backend_agrees_with_transformers(random_dir):
         native.generate(prompt, max_new_tokens=8)[0][0].text
         == hf.generate(prompt, max_new_tokens=8)[0][0].text
     )
+    # int8 weights: the same interface, log-likelihoods close to the full-precision model's
+    quantized = load_model(str(random_dir), "k1", quantize="int8")
+    assert quantized.model.quantized == "int8"
+    assert quantized.loglikelihood(requests) == pytest.approx(native.loglikelihood(requests), rel=0.05)
+    with pytest.raises(ConfigError, match="--backend k1"):
+        load_model(str(random_dir), "hf", quantize="int8")
 
 
 # -- OpenAI-compatible endpoints ---------------------------------------------------------------

@@ -69,6 +69,7 @@ def run_command(
     seed: int = typer.Option(None),
     device: str = typer.Option(None),
     dtype: str = typer.Option(None),
+    quantize: str = typer.Option(None, help="k1 backend: int8 weights (measure what they cost)."),
     timeout: float = typer.Option(None, help="Sandbox wall-clock seconds per program."),
     memory_mb: int = typer.Option(None, help="Sandbox address-space limit per program."),
     out: str = typer.Option(None, "--out", "-o", help="Output directory (default runs/eval)."),
@@ -94,6 +95,7 @@ def run_command(
         seed=seed,
         device=device,
         dtype=dtype,
+        quantize=quantize,
         out=out,
         modes=_csv(modes),
     )

@@ -87,6 +87,8 @@ class EvalConfig:
     """Requests in flight to an endpoint."""
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
+    """k1 backend: weight-only "int8" (measure what it costs on your tasks); none by default."""
     out: str = "runs/eval"
     sandbox: Limits = field(default_factory=Limits)
 
@@ -95,6 +97,8 @@ class EvalConfig:
             raise ConfigError("no model given: a model directory or an endpoint URL")
         if not self.tasks:
             raise ConfigError("no tasks given; e.g. --tasks gsm8k=data/gsm8k.jsonl (see `k1 eval tasks`)")
+        if self.quantize and self.quantize != "int8":
+            raise ConfigError(f"quantize {self.quantize!r}" + did_you_mean(self.quantize, ["int8"]))
         for mode in self.modes:
             if mode not in MODES:
                 raise ConfigError(f"unknown mode {mode!r}" + did_you_mean(mode, MODES))
@@ -269,6 +273,7 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
         api_key_env=cfg.api_key_env,
         device=cfg.device,
         dtype=cfg.dtype,
+        **({"quantize": cfg.quantize} if cfg.quantize else {}),
         batch_size=cfg.batch_size,
         concurrency=cfg.concurrency,
     )
