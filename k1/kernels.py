@@ -183,9 +183,17 @@ INT8_DIRECT_ROWS = SMALL_ROWS
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 with one scale per output row: weight (..., out, in) -> int8 values of the
     same shape and fp32 scales (..., out), weight ~ values * scales[..., None]."""
-    w = weight.detach().float()
-    scale = w.abs().amax(dim=-1).clamp(min=1e-12) / 127.0
-    return torch.round(w / scale[..., None]).clamp_(-127, 127).to(torch.int8), scale
+    flat = weight.detach().reshape(-1, weight.shape[-1])
+    values = torch.empty(flat.shape, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(flat.shape[0], dtype=torch.float32, device=weight.device)
+    # A few thousand rows at a time: an fp32 copy of a whole expert stack of the released model
+    # would be tens of GB.
+    for start in range(0, flat.shape[0], 4096):
+        rows = flat[start : start + 4096].float()
+        s = rows.abs().amax(dim=-1).clamp(min=1e-12) / 127.0
+        values[start : start + 4096] = torch.round(rows / s[:, None]).clamp_(-127, 127)
+        scale[start : start + 4096] = s
+    return values.view(weight.shape), scale.view(weight.shape[:-1])
 
 
 def dequantize_int8(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

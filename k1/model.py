@@ -332,13 +332,13 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inner, H))  # gate rows, then up rows
         self.down_proj = nn.Parameter(torch.empty(E, H, inner))
 
+    quantized = False
+
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if self.quantized:
             return kernels.moe_experts_int8(x, idx, weights, self.gate_up_proj_int8, self.gate_up_proj_scale,
                                             self.down_proj_int8, self.down_proj_scale)
         return kernels.moe_experts(x, idx, weights, self.gate_up_proj, self.down_proj)
-
-    quantized = False
 
     @torch.no_grad()
     def quantize_int8(self) -> None:
@@ -562,6 +562,8 @@ class Transformer(nn.Module):
 
         return generate(self, prompts, **kwargs)
 
+    quantized: str | None = None
+
     @torch.no_grad()
     def quantize(self, mode: str = "int8") -> Transformer:
         """Weight-only quantization for inference, in place: every linear layer and expert gets int8
@@ -577,8 +579,6 @@ class Transformer(nn.Module):
                 module.quantize_int8()
         self.quantized = mode
         return self.eval()
-
-    quantized: str | None = None
 
     @property
     def num_parameters(self) -> int:
