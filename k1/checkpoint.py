@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from k1.atomic import replace_dir
-from k1.config import ModelConfig
+from k1.config import QUANTIZATION_MODES, ModelConfig
 from k1.errors import CheckpointError, ConfigError, did_you_mean
 
 CONFIG_NAME = "config.json"
@@ -237,7 +237,7 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device
          quantize: str | None = None):
     """Load a k1 or transformers A.X K1 directory as a `k1.model.Transformer` in eval mode.
     quantize="int8": weight-only int8 for inference (`Transformer.quantize`)."""
-    from k1.model import QUANTIZATION_MODES, Rotary, Transformer
+    from k1.model import Rotary, Transformer
 
     if quantize and quantize not in QUANTIZATION_MODES:
         raise ConfigError(f"unknown quantization {quantize!r}{did_you_mean(quantize, list(QUANTIZATION_MODES))}")

@@ -357,6 +357,9 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
 _SMALL_ROPE = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
                "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
 
+# Weight-only quantizations for inference (`Transformer.quantize`, `k1.load(quantize=...)`).
+QUANTIZATION_MODES = ("int8",)
+
 PRESETS: dict[str, ModelConfig] = {
     # A few hundred thousand parameters: trains in seconds on a laptop CPU; used by tests and the demo.
     "tiny": ModelConfig(

@@ -25,12 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from k1 import kernels
-from k1.config import ModelConfig, yarn_mscale
+from k1.config import QUANTIZATION_MODES, ModelConfig, yarn_mscale
 
 # The query and key/value latent norms use 1e-6 whatever rms_norm_eps says (as the release does).
 LATENT_NORM_EPS = 1e-6
-# Weight-only quantizations `Transformer.quantize` knows.
-QUANTIZATION_MODES = ("int8",)
 
 
 class Linear(nn.Linear):

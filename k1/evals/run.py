@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k1.config import QUANTIZATION_MODES
 from k1.errors import ConfigError, K1Error, did_you_mean
 from k1.evals import code as code_eval
 from k1.evals import math as math_eval
@@ -97,8 +98,8 @@ class EvalConfig:
             raise ConfigError("no model given: a model directory or an endpoint URL")
         if not self.tasks:
             raise ConfigError("no tasks given; e.g. --tasks gsm8k=data/gsm8k.jsonl (see `k1 eval tasks`)")
-        if self.quantize and self.quantize != "int8":
-            raise ConfigError(f"quantize {self.quantize!r}" + did_you_mean(self.quantize, ["int8"]))
+        if self.quantize and self.quantize not in QUANTIZATION_MODES:
+            raise ConfigError(f"quantize {self.quantize!r}" + did_you_mean(self.quantize, QUANTIZATION_MODES))
         for mode in self.modes:
             if mode not in MODES:
                 raise ConfigError(f"unknown mode {mode!r}" + did_you_mean(mode, MODES))
@@ -273,7 +274,7 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
         api_key_env=cfg.api_key_env,
         device=cfg.device,
         dtype=cfg.dtype,
-        **({"quantize": cfg.quantize} if cfg.quantize else {}),
+        quantize=cfg.quantize,
         batch_size=cfg.batch_size,
         concurrency=cfg.concurrency,
     )

@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from k1.config import QUANTIZATION_MODES
 from k1.errors import ConfigError, did_you_mean
 
 from . import limits
@@ -69,8 +70,8 @@ class ServeConfig:
             raise ConfigError("spec_max_batch must be >= 0 (0: speculate at any batch size)")
         if self.max_thinking_tokens < 0:
             raise ConfigError("max_thinking_tokens must be >= 0")
-        if self.quantize not in ("", "int8"):
-            raise ConfigError(f"quantize {self.quantize!r}{did_you_mean(self.quantize, ['int8'])} (or empty: none)")
+        if self.quantize and self.quantize not in QUANTIZATION_MODES:
+            raise ConfigError(f"quantize {self.quantize!r}{did_you_mean(self.quantize, QUANTIZATION_MODES)} (or empty: none)")
         if self.speculative not in ("auto", "off", "mtp"):
             raise ConfigError(
                 f"speculative {self.speculative!r}{did_you_mean(self.speculative, ['auto', 'off', 'mtp'])}"
