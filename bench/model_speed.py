@@ -5,8 +5,8 @@
 
 For each preset: training tokens/s (forward + backward + AdamW, batch 8 x 512, bf16 autocast),
 prefill tokens/s (a 512-token prompt, bf16 weights), decode tokens/s (128 new tokens at batch 1
-and 8, greedy), KV-cache bytes per token (k1 bf16 and int8 latent vs transformers), peak memory
-of each phase, and k1's training MFU against this machine's own torch matmul throughput (fp32
+and 8, greedy; k1 also with its decode steps compiled and with int8 weights), KV-cache bytes
+per token (k1 bf16 and int8 latent vs transformers), peak memory of each phase, and k1's training MFU against this machine's own torch matmul throughput (fp32
 and bf16), measured here. Every figure is printed with the ratio k1 / transformers.
 """
 
@@ -183,6 +183,18 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         rows.append((name, f"decode tokens/s (batch {b}, {new_tokens} new)", b * new_tokens / t1, b * new_tokens / t2))
         hf_decode[b] = b * new_tokens / t2
         rows.append((name, f"decode peak memory MiB (batch {b})", m1.delta / 2**20, m2.delta / 2**20))
+
+    # -- the same decode with k1's decode steps compiled (`Transformer.compile_decode`, an option):
+    # against the same (eager) transformers figures. Each batch size compiles on its first steps;
+    # those are warm-up here, as they would be a server's first requests.
+    k1c = k1.load(tmp, dtype=torch.bfloat16).eval().compile_decode()
+    for b in (1, 8):
+        k1_prompts = ids[:b, :32].tolist()
+        k1c.generate(k1_prompts, max_new_tokens=16)
+        k1c.generate(k1_prompts, max_new_tokens=16)
+        t1 = timed(lambda p=k1_prompts, m=k1c: m.generate(p, max_new_tokens=new_tokens), max(3, steps))
+        rows.append((name, f"decode tokens/s (batch {b}), k1 compiled", b * new_tokens / t1, hf_decode[b]))
+    del k1c
 
     # -- the same decode with k1's weight-only int8 (an option, `quantize="int8"`), against the
     # same transformers bf16 figures: what a serving deployment on this CPU can choose.

@@ -90,6 +90,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     that streams the weight once, 1.5-3x faster. Training, autocast and other shapes take F.linear.
     """
     rows = x.numel() // max(1, x.shape[-1])
+    if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+        if rows == 1 and weight.numel() <= FUSED_LINEAR_MAX:
+            return linear_fused(x, weight, bias)
+        return F.linear(x, weight, bias)
     if (
         rows > SMALL_ROWS
         or rows == 0
@@ -106,6 +110,55 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if bias is not None:
         y = y + bias
     return y.view(*x.shape[:-1], weight.shape[0])
+
+
+# Weights up to this many elements take `linear_fused` under torch.compile; larger ones (an output
+# head) stream from memory at the same speed through torch's own kernels, and stay out of the
+# compiler's fusions (which would recompute the head's normed input per output row).
+FUSED_LINEAR_MAX = 1 << 22
+
+
+def linear_fused(x, weight, bias=None, scale=None):
+    """x @ weight.T for one row, written as a multiply-and-sum: torch.compile makes it one loop that
+    streams the weight at memory speed (bf16 or int8, the row scales applied after the sum), where
+    torch's bf16 matrix-vector kernel is bound by its conversions at about half that."""
+    y = (x.float()[..., None, :] * weight.float()).sum(-1)
+    if scale is not None:
+        y = y * scale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def moe_experts_indexed(x, idx, weights, gate_up, down, gate_up_scale=None, down_scale=None):
+    """The chosen experts' weights indexed inside a multiply-and-sum: under torch.compile one loop
+    per projection reads each chosen expert in place, with no copy, no sort and no per-expert
+    call (and no data-dependent shapes to break the graph). Same contract as
+    `moe_experts_reference`; with int8 experts, their row scales."""
+    h = (x.float()[:, None, None, :] * gate_up[idx].float()).sum(-1)  # (tokens, k, 2 * inner)
+    if gate_up_scale is not None:
+        h = h * gate_up_scale[idx].float()
+    gate, up = h.chunk(2, dim=-1)
+    y = ((F.silu(gate) * up)[:, :, None, :] * down[idx].float()).sum(-1)  # (tokens, k, hidden)
+    if down_scale is not None:
+        y = y * down_scale[idx].float()
+    return (y * weights.float()[..., None]).sum(1).to(x.dtype)
+
+
+def moe_experts_dense(x, idx, weights, gate_up, down):
+    """Every expert on every token, the unchosen ones weighted zero: when a batch's tokens choose
+    most experts anyway (tokens * k >= experts), each expert's weights are read once either way,
+    and two batched matmuls beat a loop over experts, with shapes that do not depend on the
+    routing (torch.compile keeps it in one graph). Same contract as `moe_experts_reference`."""
+    dtype = _compute_dtype(x)
+    E, n = gate_up.shape[0], x.shape[0]
+    # Weights on the left, tokens as the columns: each expert's matrix streams once (as W @ x.T,
+    # the fastest form of a few-column product here).
+    h = (gate_up.to(dtype).reshape(-1, x.shape[-1]) @ x.to(dtype).t()).view(E, -1, n)  # (experts, 2 * inner, tokens)
+    gate, up = h.chunk(2, dim=1)
+    y = torch.bmm(down.to(dtype), F.silu(gate) * up)  # (experts, hidden, tokens)
+    dense = torch.zeros(n, E, dtype=dtype, device=x.device).scatter(1, idx, weights.to(dtype))
+    return torch.bmm(y.permute(2, 1, 0), dense[:, :, None]).squeeze(-1).to(x.dtype)
 
 
 def moe_experts_reference(x, idx, weights, gate_up, down):
@@ -209,6 +262,8 @@ def linear_int8(x: torch.Tensor, values: torch.Tensor, scale: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, dequantize_int8(values, scale), bias) for an int8 layer (inference only)."""
     rows = x.numel() // max(1, x.shape[-1])
+    if torch.compiler.is_compiling() and rows == 1 and values.numel() <= FUSED_LINEAR_MAX:
+        return linear_fused(x, values, bias, scale)
     if not _int8_direct(x, rows) or rows == 0:
         return F.linear(x, dequantize_int8(values, scale, x.dtype), bias)
     flat = x.reshape(rows, x.shape[-1]).contiguous()
@@ -221,6 +276,8 @@ def linear_int8(x: torch.Tensor, values: torch.Tensor, scale: torch.Tensor,
 def moe_experts_int8(x, idx, weights, gate_up, gate_up_scale, down, down_scale):
     """`moe_experts` for int8 experts (values and per-row scales of gate_up and down)."""
     n = idx.shape[0]
+    if torch.compiler.is_compiling() and n <= SMALL_ROWS:
+        return moe_experts_indexed(x, idx, weights, gate_up, down, gate_up_scale, down_scale)
     if not _int8_direct(x, n):  # a prompt: dequantize once, then the grouped matmuls
         return moe_experts(x, idx, weights, dequantize_int8(gate_up, gate_up_scale, x.dtype),
                            dequantize_int8(down, down_scale, x.dtype))
@@ -235,6 +292,10 @@ def moe_experts_int8(x, idx, weights, gate_up, gate_up_scale, down, down_scale):
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
     n, k = idx.shape
+    if torch.compiler.is_compiling() and not torch.is_grad_enabled() and n <= SMALL_ROWS:
+        if n * k >= gate_up.shape[0]:
+            return moe_experts_dense(x, idx, weights, gate_up, down)
+        return moe_experts_indexed(x, idx, weights, gate_up, down)
     if not torch.is_grad_enabled() and n <= SMALL_ROWS:  # decode-sized: few rows per expert
         if gate_up[0].numel() * gate_up.element_size() >= _LARGE_EXPERT_BYTES:
             return moe_experts_gathered(x, idx, weights, gate_up, down)
@@ -325,6 +386,10 @@ def _absorbed_weights(attn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     at `small`); these copies are made once and remade when the weight changes (a training step
     bumps its version, a move changes its storage)."""
     w = attn.kv_b_proj.weight
+    if torch.compiler.is_compiling():
+        cfg = attn.cfg
+        heads = w.to(dtype).view(cfg.num_attention_heads, -1, cfg.kv_lora_rank)
+        return heads[:, : cfg.qk_nope_head_dim], heads[:, cfg.qk_nope_head_dim :].transpose(1, 2)
     key = (w.data_ptr(), w._version, w.dtype, w.device, dtype)
     cached = attn.__dict__.get("_absorbed")
     if cached is None or cached[0] != key:

@@ -266,3 +266,30 @@ def test_int8_model_stays_close_and_is_inference_only(tmp_path):
         k1.save(q, tmp_path / "again")
     with pytest.raises(ConfigError, match="int8"):
         k1.load(tmp_path / "m", quantize="int4")
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 8])
+def test_compile_friendly_experts_match_reference(tokens):
+    """The formulations torch.compile decodes with, run eagerly: indexed (few tokens) and dense
+    (tokens * k >= experts), in fp32 so the comparison is tight; int8 experts with their scales."""
+    torch.manual_seed(tokens)
+    E, H, inner, k = 6, 16, 8, 2
+    gate_up, down = torch.randn(E, 2 * inner, H), torch.randn(E, H, inner)
+    x = torch.randn(tokens, H)
+    idx = torch.stack([torch.randperm(E)[:k] for _ in range(tokens)])
+    weights = torch.rand(tokens, k)
+    with torch.no_grad():
+        ref = kernels.moe_experts_reference(x, idx, weights, gate_up, down)
+        torch.testing.assert_close(kernels.moe_experts_indexed(x, idx, weights, gate_up, down), ref, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(kernels.moe_experts_dense(x, idx, weights, gate_up, down), ref, rtol=1e-5, atol=1e-4)
+        (gu_q, gu_s), (d_q, d_s) = kernels.quantize_int8(gate_up), kernels.quantize_int8(down)
+        ref8 = kernels.moe_experts_reference(x, idx, weights, kernels.dequantize_int8(gu_q, gu_s, x.dtype),
+                                             kernels.dequantize_int8(d_q, d_s, x.dtype))
+        got8 = kernels.moe_experts_indexed(x, idx, weights, gu_q, d_q, gu_s, d_s)
+        torch.testing.assert_close(got8, ref8, rtol=1e-4, atol=1e-4)
+        w = torch.randn(40, H)
+        b = torch.randn(40)
+        torch.testing.assert_close(kernels.linear_fused(x[:1], w, b), F.linear(x[:1], w, b), rtol=1e-5, atol=1e-5)
+        q, s = kernels.quantize_int8(w)
+        torch.testing.assert_close(kernels.linear_fused(x[:1], q, None, s),
+                                   F.linear(x[:1], kernels.dequantize_int8(q, s, x.dtype)), rtol=1e-5, atol=1e-5)

@@ -24,6 +24,10 @@ def command(
     context: int = typer.Option(0, "--context", help="Context length in tokens (0: the model's)."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)."),
     quantize: str = typer.Option("", "--quantize", help="int8: weight-only int8 (half the weight memory)."),
+    compile_decode: bool = typer.Option(
+        False, "--compile", help="Compile decode steps with torch.compile: faster replies after a first one "
+        "that waits some tens of seconds (needs a C++ compiler; without one, chat warns and runs uncompiled)."
+    ),
 ):
     """Chat with a model: tokens stream as they come; Ctrl-C stops a reply, Ctrl-D leaves."""
     import torch
@@ -44,6 +48,8 @@ def command(
         raise K1Error(f"{tok_dir}: no tokenizer files; pass --tokenizer DIR")
     tok = tokenizer_mod.load(tok_dir)
     model = k1.load(model_dir, quantize=quantize or None).eval()
+    if compile_decode:
+        model.compile_decode()
     settings = ChatSettings(
         think=think,
         max_new_tokens=max_new_tokens,
