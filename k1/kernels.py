@@ -292,9 +292,9 @@ def moe_experts_int8(x, idx, weights, gate_up, gate_up_scale, down, down_scale):
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
     n, k = idx.shape
+    if not torch.is_grad_enabled() and n <= SMALL_ROWS and n * k >= gate_up.shape[0]:
+        return moe_experts_dense(x, idx, weights, gate_up, down)  # most experts chosen anyway
     if torch.compiler.is_compiling() and not torch.is_grad_enabled() and n <= SMALL_ROWS:
-        if n * k >= gate_up.shape[0]:
-            return moe_experts_dense(x, idx, weights, gate_up, down)
         return moe_experts_indexed(x, idx, weights, gate_up, down)
     if not torch.is_grad_enabled() and n <= SMALL_ROWS:  # decode-sized: few rows per expert
         if gate_up[0].numel() * gate_up.element_size() >= _LARGE_EXPERT_BYTES:

@@ -282,6 +282,7 @@ def test_compile_friendly_experts_match_reference(tokens):
         ref = kernels.moe_experts_reference(x, idx, weights, gate_up, down)
         torch.testing.assert_close(kernels.moe_experts_indexed(x, idx, weights, gate_up, down), ref, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(kernels.moe_experts_dense(x, idx, weights, gate_up, down), ref, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(kernels.moe_experts(x, idx, weights, gate_up, down), ref, rtol=1e-5, atol=1e-4)
         (gu_q, gu_s), (d_q, d_s) = kernels.quantize_int8(gate_up), kernels.quantize_int8(down)
         ref8 = kernels.moe_experts_reference(x, idx, weights, kernels.dequantize_int8(gu_q, gu_s, x.dtype),
                                              kernels.dequantize_int8(d_q, d_s, x.dtype))
