@@ -545,16 +545,13 @@ class Transformer(nn.Module):
 
     def compile_decode(self, enabled: bool = True) -> Transformer:
         """Run decode steps (one new token per sequence against a `LatentCache`, as `generate` makes
-        them) through torch.compile. A decode step is hundreds of small operations; compiled, they
+        them) through torch.compile. A decode step is thousands of small operations; compiled, they
         become a few dozen fused loops with no Python in between, and one-row products stream
         their weights at memory speed (kernels.linear_fused, moe_experts_indexed/_dense): about
         2.5x the tokens/s of eager decoding at `small`. The first steps of each new batch size
         compile (tens of seconds); if compiling fails (no C++ compiler), decoding warns once and
         goes on uncompiled. Prompts, training and the serving engine's slot cache stay eager."""
-        if enabled and self._decode_hidden is None:
-            self._decode_hidden = torch.compile(self.hidden_states)
-        elif not enabled:
-            self._decode_hidden = None
+        self._decode_hidden = torch.compile(self.hidden_states) if enabled else None
         return self
 
     def _compiled_step(self, input_ids: torch.Tensor, cache) -> bool:

@@ -80,3 +80,21 @@ def test_compiled_decode_is_not_used_for_training_or_prompts():
         assert not model._compiled_step(torch.zeros(2, 1, dtype=torch.long), model.new_cache(2))
     with torch.no_grad():
         assert model._compiled_step(torch.zeros(2, 1, dtype=torch.long), model.new_cache(2))
+
+
+@needs_compiler
+def test_compiled_decode_follows_a_dtype_change_and_quantization():
+    """The compiled step does not re-check the module's tensors each step; changing them wholesale
+    (a dtype, int8 weights) must still give what eager decoding gives."""
+    model = tiny_model(seed=8).compile_decode()
+    prompts = [[3, 4, 5, 6]]
+    _steps(model, prompts, 2)
+    for change in (lambda m: m.to(torch.bfloat16), lambda m: m.float().quantize("int8")):
+        change(model)
+        compiled, tokens = _steps(model, prompts, 4)
+        fn = model._decode_hidden
+        model._decode_hidden = None
+        eager, eager_tokens = _steps(model, prompts, 4)
+        model._decode_hidden = fn
+        torch.testing.assert_close(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
+        assert tokens == eager_tokens
