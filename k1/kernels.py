@@ -15,6 +15,11 @@
 - `linear_int8` / `moe_experts_int8`: weight-only int8 inference (one scale per output row);
   decode-sized calls read the int8 weights directly (torch's int8 matrix-vector kernel), larger
   ones dequantize; the reference is the same layer on the dequantized weights.
+- Compiled decoding (`Transformer.compile_decode`): under torch.compile, one-row linears become
+  a multiply-and-sum (`linear_fused`) and few-token MoE layers index the chosen experts inside
+  one (`moe_experts_indexed`), which the compiler turns into loops streaming the weights;
+  `moe_experts_dense` runs every expert when most are chosen anyway (eager too). References:
+  `F.linear` and `moe_experts_reference`.
 
 tests/test_kernels.py checks outputs and gradients of each pair.
 """
@@ -88,6 +93,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     For a handful of rows, oneDNN's bf16 x @ W.T on this CPU runs at a fraction of memory speed;
     the same product as a matrix-vector (one row) or as W @ x.T (a few rows) takes another kernel
     that streams the weight once, 1.5-3x faster. Training, autocast and other shapes take F.linear.
+    Under torch.compile (decode steps), one row takes `linear_fused` and more rows F.linear: the
+    compiler fuses the first, and miscompiled a reduction fed by the transposed `W @ x.T`.
     """
     rows = x.numel() // max(1, x.shape[-1])
     if torch.compiler.is_compiling() and not torch.is_grad_enabled():
