@@ -289,6 +289,12 @@ def test_k1_backend_agrees_with_transformers(random_dir):
     assert quantized.loglikelihood(requests) == pytest.approx(native.loglikelihood(requests), rel=0.05)
     with pytest.raises(ConfigError, match="--backend k1"):
         load_model(str(random_dir), "hf", quantize="int8")
+    with pytest.raises(ConfigError, match="compile runs k1's own model code"):
+        load_model(str(random_dir), "hf", compile=True)
+    # compiled decode steps: the same generations as eager ones
+    compiled = load_model(str(random_dir), "k1", compile=True)
+    assert compiled.model._decode_hidden is not None
+    assert compiled.generate(prompt, max_new_tokens=8)[0][0].text == native.generate(prompt, max_new_tokens=8)[0][0].text
 
 
 # -- OpenAI-compatible endpoints ---------------------------------------------------------------

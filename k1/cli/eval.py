@@ -70,6 +70,9 @@ def run_command(
     device: str = typer.Option(None),
     dtype: str = typer.Option(None),
     quantize: str = typer.Option(None, help="k1 backend: int8 weights (measure what they cost)."),
+    compile_decode: bool = typer.Option(
+        None, "--compile/--no-compile", help="k1 backend: compile decode steps (faster generation after a warm-up)."
+    ),
     timeout: float = typer.Option(None, help="Sandbox wall-clock seconds per program."),
     memory_mb: int = typer.Option(None, help="Sandbox address-space limit per program."),
     out: str = typer.Option(None, "--out", "-o", help="Output directory (default runs/eval)."),
@@ -96,6 +99,7 @@ def run_command(
         device=device,
         dtype=dtype,
         quantize=quantize,
+        compile=compile_decode,
         out=out,
         modes=_csv(modes),
     )

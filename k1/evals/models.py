@@ -331,7 +331,7 @@ class K1Model(TokenizerModel):
 
     def __init__(
         self, path: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8,
-        quantize: str | None = None, **_
+        quantize: str | None = None, compile: bool = False, **_
     ):
         try:
             import torch
@@ -349,6 +349,8 @@ class K1Model(TokenizerModel):
             raise K1Error(f"reading the tokenizer needs transformers ({err})") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load(path, dtype=dtype, device=device, quantize=quantize)
+        if compile:
+            self.model.compile_decode()
         self._sampling, self._generate = SamplingParams, generate
         tokenizer = AutoTokenizer.from_pretrained(path)
         max_length = int(getattr(self.model.config, "max_position_embeddings", 4096))
@@ -606,8 +608,9 @@ def load_model(spec: str, backend: str = "auto", **options) -> Model:
         backend = "openai" if spec.startswith(("http://", "https://")) else _directory_backend(spec)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}" + did_you_mean(backend, list(BACKENDS)))
-    if options.get("quantize") and backend != "k1":
-        raise ConfigError(f"quantize runs k1's own model code: use --backend k1 (not {backend})")
+    for option in ("quantize", "compile"):
+        if options.get(option) and backend != "k1":
+            raise ConfigError(f"{option} runs k1's own model code: use --backend k1 (not {backend})")
     if backend != "openai" and not Path(spec).is_dir():
         raise K1Error(f"{spec}: no such model directory")
     return BACKENDS[backend](spec, **options)

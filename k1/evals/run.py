@@ -90,6 +90,10 @@ class EvalConfig:
     dtype: str | None = None
     quantize: str | None = None
     """k1 backend: weight-only "int8" (measure what it costs on your tasks); none by default."""
+    compile: bool = False
+    """k1 backend: decode steps through torch.compile (`Transformer.compile_decode`): faster
+    generation after a warm-up of some tens of seconds; needs a C++ compiler (else it warns and
+    runs uncompiled)."""
     out: str = "runs/eval"
     sandbox: Limits = field(default_factory=Limits)
 
@@ -275,6 +279,7 @@ def run(cfg: EvalConfig, model=None, fresh: bool = False) -> dict:
         device=cfg.device,
         dtype=cfg.dtype,
         quantize=cfg.quantize,
+        compile=cfg.compile,
         batch_size=cfg.batch_size,
         concurrency=cfg.concurrency,
     )
