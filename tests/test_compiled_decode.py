@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from k1.generate import generate
+from k1.generate import _left_pad, generate
 from k1.model import Transformer
 from tests.helpers import tiny_model
 
@@ -15,9 +15,7 @@ needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which
 
 
 def _steps(model: Transformer, prompts, steps: int, quantized_cache: bool = False):
-    """Logits of a prefill and `steps` greedy decode steps, and the tokens chosen."""
-    from k1.generate import _left_pad
-
+    """Logits of `steps` greedy decode steps after a prefill, and the tokens chosen."""
     ids, mask = _left_pad(prompts, 0, "cpu")
     ragged = not bool(mask.all())
     cache = model.new_cache(len(prompts), capacity=ids.shape[1] + steps, quantized=quantized_cache)
