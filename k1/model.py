@@ -457,7 +457,9 @@ class Transformer(nn.Module):
             if position_ids is None:
                 position_ids = torch.arange(past, past + s, device=input_ids.device)[None].expand(b, s)
             return position_ids, attention_mask
-        if attention_mask is not None and attention_mask.shape[1] not in (s, past + s):
+        # Two comparisons, not `in (s, past + s)`: under torch.compile the widths are symbolic,
+        # and dynamo mis-evaluated the tuple test (and then decoded uncompiled).
+        if attention_mask is not None and attention_mask.shape[1] != s and attention_mask.shape[1] != past + s:
             raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens; expected {s} or {past + s}")
         if attention_mask is not None and attention_mask.shape[1] == s and past:
             pad = torch.ones(b, past, dtype=attention_mask.dtype, device=attention_mask.device)
@@ -468,7 +470,9 @@ class Transformer(nn.Module):
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -s:]
             else:
                 position_ids = torch.arange(past, past + s, device=input_ids.device)[None].expand(b, s)
-        if attention_mask is None or bool(attention_mask.all()):
+        # (Compiled decoding skips the all-ones check: a data-dependent branch would split the graph,
+        # and the explicit mask gives the same result.)
+        if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
             if s == 1 or past == 0:
                 return position_ids, None  # plain causal: SDPA's is_causal (or nothing for one query)
             keys = attention_mask if attention_mask is not None else torch.ones(b, past + s, device=input_ids.device)

@@ -96,3 +96,25 @@ def test_compiled_decode_follows_a_dtype_change_and_quantization():
         model._decode_hidden = fn
         torch.testing.assert_close(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
         assert tokens == eager_tokens
+
+
+@needs_compiler
+def test_ragged_decoding_compiles_once_not_per_step():
+    """A ragged batch passes a growing mask each step: it must become a symbolic size, not a
+    recompilation per step (dynamo stops recompiling after 8 and would quietly run eagerly)."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_model(seed=9).compile_decode()
+    _steps(model, [[1, 2, 3]], 3)  # compiled without a mask first, as a chat's first reply would be
+    prompts = [[5, 6, 7, 8, 9], [40, 41], [90, 3, 4]]
+    graphs = counters["stats"]["unique_graphs"]
+    _steps(model, prompts, 4)
+    # the masked variant, static then symbolic (a broken trace recompiled each layer per step: 13)
+    assert counters["stats"]["unique_graphs"] - graphs <= 3
+    graphs = counters["stats"]["unique_graphs"]
+    compiled, tokens = _steps(model, prompts, 12)
+    assert counters["stats"]["unique_graphs"] == graphs
+    model.compile_decode(False)
+    eager, eager_tokens = _steps(model, prompts, 12)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert tokens == eager_tokens
