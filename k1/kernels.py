@@ -393,17 +393,18 @@ def _absorbed_weights(attn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     at `small`); these copies are made once and remade when the weight changes (a training step
     bumps its version, a move changes its storage)."""
     w = attn.kv_b_proj.weight
-    if torch.compiler.is_compiling():
+
+    def halves():
         cfg = attn.cfg
-        heads = w.to(dtype).view(cfg.num_attention_heads, -1, cfg.kv_lora_rank)
+        heads = w.detach().to(dtype).view(cfg.num_attention_heads, -1, cfg.kv_lora_rank)
         return heads[:, : cfg.qk_nope_head_dim], heads[:, cfg.qk_nope_head_dim :].transpose(1, 2)
+
+    if torch.compiler.is_compiling():  # the compiler folds the views into its loops: no copies to keep
+        return halves()
     key = (w.data_ptr(), w._version, w.dtype, w.device, dtype)
     cached = attn.__dict__.get("_absorbed")
     if cached is None or cached[0] != key:
-        cfg = attn.cfg
-        nh, dn, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
-        heads = w.detach().to(dtype).view(nh, dn + dv, cfg.kv_lora_rank)
-        cached = (key, heads[:, :dn].contiguous(), heads[:, dn:].transpose(1, 2).contiguous())
+        cached = (key, *(t.contiguous() for t in halves()))
         attn.__dict__["_absorbed"] = cached  # a plain attribute: not a parameter, not in state_dict
     return cached[1], cached[2]
 

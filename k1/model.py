@@ -554,7 +554,8 @@ class Transformer(nn.Module):
         their weights at memory speed (kernels.linear_fused, moe_experts_indexed/_dense): about
         2.7x the tokens/s of eager decoding at `small`, batch 1 (1.6x at batch 8). The first
         steps of each new batch size compile (tens of seconds); if compiling fails (no C++
-        compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving engine's slot cache stay eager."""
+        compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
+        engine's slot cache stay eager."""
         self._decode_hidden = torch.compile(self.hidden_states) if enabled else None
         return self
 
