@@ -313,50 +313,83 @@ def moe_experts(x, idx, weights, gate_up, down):
     num_experts = gate_up.shape[0]
     flat = idx.reshape(-1)
     order = flat.argsort(stable=True)  # token-slots grouped by expert
-    token = order // k
-    offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
-    dtype = _compute_dtype(x)
+    counts = torch.bincount(flat, minlength=num_experts)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
-    xs = _GatherSlots.apply(x.to(dtype), token, inverse, k)  # (tokens * k, hidden), expert by expert
-    h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, 2 * inner)
+    block = _group_block(n * k, num_experts) if x.device.type == "cpu" else 1
+    if block > 1:
+        # Each expert's group padded with zero rows to a multiple of `block`: the per-group
+        # products then come in a handful of shapes that oneDNN has compiled already, where
+        # groups of any size made it generate new kernels every step (3x slower forward and
+        # backward). Padding rows get zero gradients and add nothing to the weights' gradients.
+        padded = (counts + block - 1) // block * block
+        pos = inverse + (padded.cumsum(0) - padded - counts.cumsum(0) + counts)[flat]
+        offsets = padded.cumsum(0).to(torch.int32)
+        rows = int(offsets[-1])
+    else:
+        pos, offsets, rows = inverse, counts.cumsum(0).to(torch.int32), n * k
+    dtype = _compute_dtype(x)
+    xs = _GatherSlots.apply(x.to(dtype), pos, rows, k)  # (rows, hidden), expert by expert
+    h = F.grouped_mm(xs, gate_up.to(dtype).transpose(1, 2), offs=offsets)  # (rows, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
-    y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (tokens * k, hidden)
+    y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (rows, hidden)
     # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
-    y = _Permute.apply(y, inverse, order).view(n, k, -1)  # (tokens, k, hidden)
+    y = _TakeRows.apply(y, pos).view(n, k, -1)  # (tokens, k, hidden)
     return torch.bmm(weights.to(dtype).unsqueeze(1), y).squeeze(1).to(x.dtype)
 
 
+def _group_block(slots: int, experts: int) -> int:
+    """Rows each expert's group is padded to a multiple of: 64 (the size oneDNN's kernels like best
+    here) when the padding adds at most about an eighth to the rows, less for fewer rows per expert."""
+    for block in (64, 32, 16, 8):
+        if slots >= 4 * block * experts:
+            return block
+    return 1
+
+
 class _GatherSlots(torch.autograd.Function):
-    """x[token] where every token appears exactly k times (once per chosen expert). Autograd's own
-    backward for that indexing is a scatter-add with duplicate indices; knowing the layout, it is
-    a gather back to token order and a sum over each token's k slots."""
+    """The rows of x laid out slot by slot for the grouped matmuls: slot f (token f // k's choice
+    f % k) lands at row pos[f] of a (rows, hidden) tensor whose other rows are zeros (padding).
+    Autograd's own backward for that indexing would be a scatter-add with duplicate indices;
+    knowing the layout, it is a gather of each slot's row and a sum over each token's k slots."""
 
     @staticmethod
-    def forward(ctx, x, token, inverse, k):
-        ctx.save_for_backward(inverse)
+    def forward(ctx, x, pos, rows, k):
+        ctx.save_for_backward(pos)
         ctx.k = k
-        return x.index_select(0, token)
+        n = x.shape[0]
+        if rows == n * k:  # no padding: pos is a permutation
+            source = torch.empty_like(pos)
+            source[pos] = torch.arange(n * k, device=pos.device) // k
+            return x.index_select(0, source)
+        source = torch.full((rows,), n, dtype=pos.dtype, device=pos.device)  # row n: zeros
+        source[pos] = torch.arange(n * k, device=pos.device) // k
+        return torch.cat((x, x.new_zeros(1, x.shape[1]))).index_select(0, source)
 
     @staticmethod
     def backward(ctx, grad):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
+        (pos,) = ctx.saved_tensors
+        return grad.index_select(0, pos).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
 
 
-class _Permute(torch.autograd.Function):
-    """Rows reordered by a permutation; the backward is the inverse permutation (a gather, where
-    autograd's index_select backward would scatter-add into zeros)."""
+class _TakeRows(torch.autograd.Function):
+    """y[pos] for distinct row indices pos; the backward puts each gradient row back where it came
+    from (zeros elsewhere) with a copy, where autograd's index_select backward would scatter-add."""
 
     @staticmethod
-    def forward(ctx, x, perm, inverse_perm):
-        ctx.save_for_backward(inverse_perm)
-        return x.index_select(0, perm)
+    def forward(ctx, y, pos):
+        ctx.save_for_backward(pos)
+        ctx.rows = y.shape[0]
+        return y.index_select(0, pos)
 
     @staticmethod
     def backward(ctx, grad):
-        (inverse_perm,) = ctx.saved_tensors
-        return grad.index_select(0, inverse_perm), None, None
+        (pos,) = ctx.saved_tensors
+        if ctx.rows == pos.numel():  # a permutation: every row is written
+            out = torch.empty(ctx.rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
+        else:
+            out = grad.new_zeros(ctx.rows, grad.shape[-1])
+        return out.index_copy_(0, pos, grad), None
 
 
 def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):

@@ -9,9 +9,12 @@ from k1.generate import generate
 from tests.helpers import tiny_model
 
 
-def test_grouped_moe_matches_reference_forward_and_backward():
+@pytest.mark.parametrize("n", [50, 400])
+def test_grouped_moe_matches_reference_forward_and_backward(n):
     torch.manual_seed(0)
-    n, h, inner, E, k = 50, 32, 24, 8, 3
+    h, inner, E, k = 32, 24, 8, 3
+    # 400 tokens: every expert's group padded to a multiple of 32 rows; 50: no padding
+    assert (kernels._group_block(n * k, E) > 1) == (n == 400)
     x = torch.randn(n, h, requires_grad=True)
     gate_up = torch.randn(E, 2 * inner, h, requires_grad=True)
     down = torch.randn(E, h, inner, requires_grad=True)
