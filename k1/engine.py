@@ -539,7 +539,7 @@ class Engine:
         starts = torch.tensor([self.lengths[r.slot] for r in reqs], device=self.device)
         h, _ = self._forward(ids, 0, starts)
         logits = self.model.lm_head(h[:, 0])  # (batch, vocab)
-        greedy = logits.argmax(-1).tolist()
+        greedy = logits.max(-1).indices.tolist()
         for i, r in enumerate(reqs):
             self.lengths[r.slot] += 1
             r.draft, r.draft_probs = None, None  # no MTP this step: the next speculative step has no draft
@@ -559,7 +559,7 @@ class Engine:
         starts = torch.tensor([self.lengths[r.slot] for r in reqs], device=self.device)
         h, mask = self._forward(ids, 0, starts)
         logits = self.model.lm_head(h)  # (batch, 2, vocab)
-        greedy = logits.argmax(-1).tolist()  # one op for all greedy rows instead of two per row
+        greedy = logits.max(-1).indices.tolist()  # one op for all greedy rows instead of two per row
         kept: list[list[int]] = []
         for i, r in enumerate(reqs):
             plain = r.params.temperature == 0 and not r.forced
@@ -590,7 +590,7 @@ class Engine:
         mtp_mask = mask & written[:, None, None, : mask.shape[-1]]
         draft_logits = self._mtp_logits(h, nxt, mtp_mask, pick)  # (batch, vocab)
         written[rows, starts + 1] = pick == 1  # a rejected draft's position is rewritten later
-        draft_greedy = draft_logits.argmax(-1).tolist()
+        draft_greedy = draft_logits.max(-1).indices.tolist()
         for i, r in enumerate(reqs):
             if r.finish_reason is not None:
                 continue
