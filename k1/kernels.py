@@ -339,7 +339,7 @@ def moe_experts(x, idx, weights, gate_up, down):
     y = F.grouped_mm(F.silu(gate) * up, down.to(dtype).transpose(1, 2), offs=offsets)  # (rows, hidden)
     # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
     y = _TakeRows.apply(y, pos).view(n, k, -1)  # (tokens, k, hidden)
-    return torch.bmm(weights.to(dtype).unsqueeze(1), y).squeeze(1).to(x.dtype)
+    return _WeightedSum.apply(weights.to(dtype), y).to(x.dtype)
 
 
 def _group_block(slots: int, experts: int) -> int:
@@ -374,6 +374,24 @@ class _GatherSlots(torch.autograd.Function):
     def backward(ctx, grad):
         (pos,) = ctx.saved_tensors
         return grad.index_select(0, pos).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
+
+
+class _WeightedSum(torch.autograd.Function):
+    """sum_j w[t, j] * y[t, j] per token t: w (tokens, k), y (tokens, k, hidden). Autograd's bmm
+    backward would form y's gradient as a batch of rank-1 matmuls (inner size 1), slow here;
+    it is a broadcast multiply."""
+
+    @staticmethod
+    def forward(ctx, w, y):
+        ctx.save_for_backward(w, y)
+        return torch.bmm(w.unsqueeze(1), y).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, y = ctx.saved_tensors
+        grad_w = torch.bmm(y, grad.unsqueeze(-1)).squeeze(-1) if ctx.needs_input_grad[0] else None
+        grad_y = torch.mul(w.unsqueeze(-1), grad.unsqueeze(1)) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_y
 
 
 class _TakeRows(torch.autograd.Function):

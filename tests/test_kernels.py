@@ -22,17 +22,17 @@ def test_grouped_moe_matches_reference_forward_and_backward(n):
     idx = torch.stack([torch.randperm(E - 1)[:k] for _ in range(n)])
     idx[idx == 5] = 7
     idx = torch.stack([row if row.unique().numel() == k else torch.tensor([0, 1, 2]) for row in idx])
-    w = torch.rand(n, k)
+    w = torch.rand(n, k, requires_grad=True)  # the router's weights are trained through this
     grad = torch.randn(n, h)
 
     outs, grads = [], []
     for fn in (kernels.moe_experts_reference, kernels.moe_experts):
-        for t in (x, gate_up, down):
+        for t in (x, gate_up, down, w):
             t.grad = None
         y = fn(x, idx, w, gate_up, down)
         (y * grad).sum().backward()
         outs.append(y.detach())
-        grads.append([t.grad.clone() for t in (x, gate_up, down)])
+        grads.append([t.grad.clone() for t in (x, gate_up, down, w)])
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-4)
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
