@@ -383,7 +383,22 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if sparse else MLP(cfg.hidden_size, cfg.intermediate_size)
 
+    # Set by Transformer.compile_blocks: this block's forward through torch.compile, for training.
+    _compiled_forward = None
+
     def forward(self, x, rope, mask, cache=None):
+        if self._compiled_forward is not None and cache is None and torch.is_grad_enabled():
+            try:
+                return self._compiled_forward(x, rope, mask)
+            except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as e:
+                # No C++ compiler, an unsupported op: the block runs eagerly from now on (the
+                # error comes before anything ran, so this step's autograd graph is intact).
+                warnings.warn(f"compiling a decoder block failed ({type(e).__name__}); training it without",
+                              stacklevel=2)
+                self._compiled_forward = None
+        return self._forward(x, rope, mask, cache)
+
+    def _forward(self, x, rope, mask, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -557,6 +572,17 @@ class Transformer(nn.Module):
         compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
         engine's slot cache stay eager."""
         self._decode_hidden = torch.compile(self.hidden_states) if enabled else None
+        return self
+
+    def compile_blocks(self, enabled: bool = True) -> Transformer:
+        """Train with every decoder block (MTP's too) through torch.compile: the compiler fuses a
+        block's many elementwise passes (norms, rotary, SwiGLU, residuals, their backward) into
+        a few loops, about 1.2x the training tokens/s of eager at `small` after some 30 s of
+        compiling the first step. Only forward passes with gradients use it (evaluation and
+        generation stay eager); the loss and the output head stay eager; state_dict keys are
+        unchanged. A block that fails to compile warns and runs eagerly."""
+        for block in [*self.model.layers, *(m.block for m in self.mtp)]:
+            block._compiled_forward = torch.compile(block._forward) if enabled else None
         return self
 
     def _compiled_step(self, input_ids: torch.Tensor, cache) -> bool:

@@ -103,7 +103,8 @@ class TrainConfig:
     precision: str = "bf16"
     """bf16 (autocast, fp32 master weights) or fp32."""
     compile: bool = False
-    """torch.compile the model."""
+    """torch.compile each decoder block for training (about 1.2x tokens/s at `small`, after some
+    30 s of compiling the first step); the loss, evaluation and generation stay eager."""
     seed: int = 0
     eval_every: int = 50
     """Validation loss every N steps (and at the end)."""
@@ -552,6 +553,8 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
     moes = moe_modules(model)
     for _, m in moes:
         m.record_routing = True
+    if cfg.compile:
+        model.compile_blocks()  # before FSDP's wrapping: its hooks stay outside the compiled code
     model = parallel.wrap(model, d)
     objective = get_objective(cfg.objective)
     # Fused AdamW: one kernel over all parameters instead of a loop of small ops and temporaries.
@@ -560,7 +563,6 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
                                   betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                                   **({"foreach": True} if d.enabled else {"fused": True}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
-    forward_model = torch.compile(model) if cfg.compile else model
 
     start_step, history = 0, []
     if resume:
@@ -594,7 +596,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
             first = ((step * cfg.grad_accum + micro) * d.world + d.rank) * cfg.batch_size
             batch = {k: v.to(d.device) for k, v in data.batch(first, cfg.batch_size).items()}
             with torch.autocast(d.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss, metrics = objective(forward_model, batch, mtp_weight=cfg.mtp_weight, **cfg.objective_options)
+                loss, metrics = objective(model, batch, mtp_weight=cfg.mtp_weight, **cfg.objective_options)
                 if cfg.seq_aux_weight:
                     aux = sequence_balance_loss(moes, cfg.batch_size)
                     loss = loss + cfg.seq_aux_weight * aux
@@ -624,7 +626,7 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
                   "tokens_per_s": tokens_per_step / dt, "mfu": flops_per_token * tokens_per_step / dt / (peak * 1e12)}
         last = step + 1 == cfg.max_steps
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
-            last_val = evaluate(forward_model, val, cfg, d, autocast_dtype)
+            last_val = evaluate(model, val, cfg, d, autocast_dtype)
             record["val_loss"] = last_val
             record.update(_load_stats(load_window))
             for name in load_window:
