@@ -3,11 +3,12 @@
     python bench/model_speed.py                  # presets tiny and small
     python bench/model_speed.py --presets small --steps 3
 
-For each preset: training tokens/s (forward + backward + AdamW, batch 8 x 512, bf16 autocast),
-prefill tokens/s (a 512-token prompt, bf16 weights), decode tokens/s (128 new tokens at batch 1
-and 8, greedy; k1 also with its decode steps compiled and with int8 weights), KV-cache bytes
-per token (k1 bf16 and int8 latent vs transformers), peak memory of each phase, and k1's training MFU against this machine's own torch matmul throughput (fp32
-and bf16), measured here. Every figure is printed with the ratio k1 / transformers.
+For each preset: training tokens/s (forward + backward + AdamW, batch 8 x 512, bf16 autocast; k1
+also with its decoder blocks compiled), prefill tokens/s (a 512-token prompt, bf16 weights),
+decode tokens/s (128 new tokens at batch 1 and 8, greedy; k1 also with its decode steps compiled
+and with int8 weights), KV-cache bytes per token (k1 bf16 and int8 latent vs transformers), peak
+memory of each phase, and k1's training MFU against this machine's own torch matmul throughput
+(fp32 and bf16), measured here. Every figure is printed with the ratio k1 / transformers.
 """
 
 from __future__ import annotations
@@ -142,15 +143,26 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         results[who] = (batch * seq / t, mem.delta)
         del model, step
         gc.collect()
+    # k1 with its decoder blocks compiled (the train config's `compile` key): the first step
+    # compiles (tens of seconds) and is warm-up here, as it is one step of a long run.
+    model = k1.load(tmp).train().compile_blocks()
+    step = train_step_fn(model, ids, hf=False)
+    t = timed(step, max(steps, 5), warmup=3)
+    compiled_tps = batch * seq / t
+    del model, step
+    gc.collect()
     flops = cfg.flops_per_token(seq, training=True, include_mtp=False)
     k1_tps = results["k1"][0]
     rows.append((name, "train tokens/s (8x512, bf16 autocast)", results["k1"][0], results["transformers"][0]))
+    rows.append((name, "train tokens/s, k1 compiled blocks", compiled_tps, results["transformers"][0]))
     rows.append((name, "train step peak memory MiB (above steady)", results["k1"][1] / 2**20,
                  results["transformers"][1] / 2**20))
     rows.append((name, "train MFU vs bf16 matmul peak %", 100 * k1_tps * flops / (peaks["bf16"] * 1e12),
                  100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
     rows.append((name, "train MFU vs fp32 matmul peak %", 100 * k1_tps * flops / (peaks["fp32"] * 1e12),
                  100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12)))
+    rows.append((name, "train MFU vs bf16 peak %, k1 compiled blocks", 100 * compiled_tps * flops / (peaks["bf16"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
 
     # -- inference in bf16 weights
     k1m = k1.load(tmp, dtype=torch.bfloat16).eval()

@@ -582,7 +582,10 @@ class Transformer(nn.Module):
         generation stay eager); the loss and the output head stay eager; state_dict keys are
         unchanged. A block that fails to compile warns and runs eagerly."""
         for block in [*self.model.layers, *(m.block for m in self.mtp)]:
-            block._compiled_forward = torch.compile(block._forward) if enabled else None
+            # One specialized graph per input shape: once a block's code has been compiled for other
+            # sizes (an earlier model in the process), dynamo's automatic dynamic shapes would
+            # compile generic graphs, measured no faster than eager.
+            block._compiled_forward = torch.compile(block._forward, dynamic=False) if enabled else None
         return self
 
     def _compiled_step(self, input_ids: torch.Tensor, cache) -> bool:
