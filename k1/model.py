@@ -567,7 +567,7 @@ class Transformer(nn.Module):
         them) through torch.compile. A decode step is thousands of small operations; compiled, they
         become a few dozen fused loops with no Python in between, and one-row products stream
         their weights at memory speed (kernels.linear_fused, moe_experts_indexed/_dense): about
-        2.7x the tokens/s of eager decoding at `small`, batch 1 (1.6x at batch 8). The first
+        2.2x the tokens/s of eager decoding at `small`, batch 1 (1.4x at batch 8). The first
         steps of each new batch size compile (tens of seconds); if compiling fails (no C++
         compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
         engine's slot cache stay eager."""
