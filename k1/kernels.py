@@ -327,26 +327,39 @@ def moe_experts(x, idx, weights, gate_up, down):
         # groups of any size made it generate new kernels every step (3x slower forward and
         # backward). Padding rows get zero gradients and add nothing to the weights' gradients.
         padded = (counts + block - 1) // block * block
-        pos = inverse + (padded.cumsum(0) - padded - counts.cumsum(0) + counts)[flat]
+        shift = (padded.cumsum(0) - padded) - (counts.cumsum(0) - counts)  # each group's start moves by this
+        pos = inverse + shift[flat]
         offsets = padded.cumsum(0).to(torch.int32)
         rows = int(offsets[-1])
     else:
         pos, offsets, rows = inverse, counts.cumsum(0).to(torch.int32), n * k
     dtype = _compute_dtype(x)
     xs = _GatherSlots.apply(x.to(dtype), pos, rows, k)  # (rows, hidden), expert by expert
-    y = _grouped_swiglu(xs, gate_up.to(dtype), down.to(dtype), offsets)  # (rows, hidden)
+    swiglu = _grouped_swiglu_outside_graphs if torch.compiler.is_compiling() and _grouped_swiglu_outside_graphs \
+        else _grouped_swiglu
+    y = swiglu(xs, gate_up.to(dtype), down.to(dtype), offsets)  # (rows, hidden)
     # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
     y = _TakeRows.apply(y, pos).view(n, k, -1)  # (tokens, k, hidden)
     return _WeightedSum.apply(weights.to(dtype), y).to(x.dtype)
 
 
-# Outside torch.compile's graphs (compiled training blocks reach it): the compiler's shape rules
-# for grouped_mm accept bf16 only.
-@torch.compiler.disable
 def _grouped_swiglu(xs, gate_up, down, offsets):
     h = F.grouped_mm(xs, gate_up.transpose(1, 2), offs=offsets)  # (rows, 2 * inner)
     gate, up = h.chunk(2, dim=-1)
     return F.grouped_mm(F.silu(gate) * up, down.transpose(1, 2), offs=offsets)
+
+
+_grouped_swiglu_outside_graphs = None
+
+
+def prepare_compile() -> None:
+    """Called when a model is set to run through torch.compile (`Transformer.compile_blocks`,
+    `compile_decode`): from then on the grouped expert matmuls run outside the compiler's graphs
+    (the compiler's shape rule for grouped_mm accepts bf16 only, so fp32 failed). Made here, not
+    as a decorator: torch.compiler.disable loads the compiler, a second added to every import."""
+    global _grouped_swiglu_outside_graphs
+    if _grouped_swiglu_outside_graphs is None:
+        _grouped_swiglu_outside_graphs = torch.compiler.disable(_grouped_swiglu)
 
 
 def _group_block(slots: int, experts: int) -> int:
@@ -369,13 +382,11 @@ class _GatherSlots(torch.autograd.Function):
         ctx.save_for_backward(pos)
         ctx.k = k
         n = x.shape[0]
-        if rows == n * k:  # no padding: pos is a permutation
-            source = torch.empty_like(pos)
-            source[pos] = torch.arange(n * k, device=pos.device) // k
-            return x.index_select(0, source)
-        source = torch.full((rows,), n, dtype=pos.dtype, device=pos.device)  # row n: zeros
+        source = torch.full((rows,), n, dtype=pos.dtype, device=pos.device)  # row n: zeros (padding)
         source[pos] = torch.arange(n * k, device=pos.device) // k
-        return torch.cat((x, x.new_zeros(1, x.shape[1]))).index_select(0, source)
+        if rows > n * k:
+            x = torch.cat((x, x.new_zeros(1, x.shape[1])))
+        return x.index_select(0, source)
 
     @staticmethod
     def backward(ctx, grad):

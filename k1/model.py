@@ -28,6 +28,13 @@ from torch import nn
 from k1 import kernels
 from k1.config import QUANTIZATION_MODES, ModelConfig, yarn_mscale
 
+
+def _compile_errors() -> tuple[type[Exception], ...]:
+    """What a failed torch.compile raises (no C++ compiler, an unsupported op); compiled paths catch
+    these and fall back to eager code. A function: the compiler's modules load only when needed."""
+    return torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError
+
+
 # The query and key/value latent norms use 1e-6 whatever rms_norm_eps says (as the release does).
 LATENT_NORM_EPS = 1e-6
 
@@ -390,7 +397,7 @@ class Block(nn.Module):
         if self._compiled_forward is not None and cache is None and torch.is_grad_enabled():
             try:
                 return self._compiled_forward(x, rope, mask)
-            except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as e:
+            except _compile_errors() as e:
                 # No C++ compiler, an unsupported op: the block runs eagerly from now on (the
                 # error comes before anything ran, so this step's autograd graph is intact).
                 warnings.warn(f"compiling a decoder block failed ({type(e).__name__}); training it without",
@@ -537,7 +544,7 @@ class Transformer(nn.Module):
             try:
                 h = self._decode_hidden(input_ids, attention_mask, position_ids, cache)[0]
                 return self.lm_head(h[:, -1:])
-            except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as e:
+            except _compile_errors() as e:
                 # No C++ compiler, an unsupported op: decode as before, and say so once.
                 warnings.warn(f"compiled decoding failed ({type(e).__name__}); decoding without it", stacklevel=2)
                 self._decode_hidden = None
@@ -571,6 +578,8 @@ class Transformer(nn.Module):
         steps of each new batch size compile (tens of seconds); if compiling fails (no C++
         compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
         engine's slot cache stay eager."""
+        if enabled:
+            kernels.prepare_compile()
         self._decode_hidden = torch.compile(self.hidden_states) if enabled else None
         return self
 
@@ -581,6 +590,8 @@ class Transformer(nn.Module):
         compiling the first step. Only forward passes with gradients use it (evaluation and
         generation stay eager); the loss and the output head stay eager; state_dict keys are
         unchanged. A block that fails to compile warns and runs eagerly."""
+        if enabled:
+            kernels.prepare_compile()
         for block in [*self.model.layers, *(m.block for m in self.mtp)]:
             # One specialized graph per input shape: once a block's code has been compiled for other
             # sizes (an earlier model in the process), dynamo's automatic dynamic shapes would

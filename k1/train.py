@@ -555,6 +555,9 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         m.record_routing = True
     if cfg.compile:
         model.compile_blocks()  # before FSDP's wrapping: its hooks stay outside the compiled code
+        if d.is_main:
+            print("k1 train: compile = true: the first step compiles the decoder blocks (tens of seconds)",
+                  file=sys.stderr)
     model = parallel.wrap(model, d)
     objective = get_objective(cfg.objective)
     # Fused AdamW: one kernel over all parameters instead of a loop of small ops and temporaries.
