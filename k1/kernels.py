@@ -141,6 +141,87 @@ def linear_fused(x, weight, bias=None, scale=None):
     return y.to(x.dtype)
 
 
+# ------------------------------------------------------------ packed weights (bf16 CPU inference)
+#
+# oneDNN multiplies bf16 on this CPU's AMX units from a blocked copy of the weight. Handed a plain
+# (out, in) weight, it makes that copy inside every call: for the few rows of a decode step the
+# copy costs more than the product (25 GB/s of weight streamed, where the packed weight streams at
+# 45-60 GB/s; at 512 rows packed is still 1.0-1.4x). `Transformer.pack_weights` makes the copies
+# once, for inference.
+
+
+def can_pack(weight: torch.Tensor) -> bool:
+    """Whether oneDNN's packed bf16 linear serves this weight here (a bf16 CPU tensor, a oneDNN
+    build with bf16 support)."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """weight (out, in) -> the same weight in oneDNN's blocked layout (an opaque tensor for
+    `linear_packed`). A copy: the model keeps its own weight for training, saving and prompts."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
+
+
+def packed_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A packed weight serves inference calls only: no gradient to compute, no autocast, x in the
+    weight's dtype on the CPU."""
+    return (x.dtype == weight.dtype and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def _linear_packed_impl(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, None, "none", [], "")
+
+
+def _linear_packed_shape(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    return x.new_empty(x.shape[0], out_features)
+
+
+# An operator of our own for compiled graphs, registered with the dispatcher directly: a decode
+# step calls it some sixty times, and torch.library.custom_op's Python wrapping costs 10 us a call.
+_LIBRARY = torch.library.Library("k1", "FRAGMENT")
+if not hasattr(torch.ops.k1, "linear_packed"):
+    _LIBRARY.define("linear_packed(Tensor x, Tensor packed, int out_features) -> Tensor")
+    for _key in ("CPU", "MkldnnCPU"):  # the packed weight is a oneDNN tensor, x a plain one
+        _LIBRARY.impl("linear_packed", _linear_packed_impl, _key)
+    torch.library.register_fake("k1::linear_packed", _linear_packed_shape, lib=_LIBRARY)
+
+
+def linear_packed(x: torch.Tensor, packed: torch.Tensor, out_features: int,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T + bias with W packed by `pack_weight`. Eager calls go to oneDNN directly; compiled
+    graphs call it through a custom op, since inductor accepts a packed weight only as a constant
+    of its own (frozen) making."""
+    flat = x.reshape(-1, x.shape[-1])
+    if torch.compiler.is_compiling():
+        y = torch.ops.k1.linear_packed(flat, packed, out_features)
+    else:
+        y = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), packed, None, "none", [], "")
+    y = y.view(*x.shape[:-1], out_features)
+    return y if bias is None else y + bias
+
+
+def pack_experts(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Routed experts (E, 2 * inner, hidden) and (E, hidden, inner) packed as two plain linears for
+    `moe_experts_dense_packed`: every expert's gate and up rows stacked, and every expert's down
+    projection side by side along its input (hidden, E * inner)."""
+    E, hidden, inner = down.shape
+    return (pack_weight(gate_up.reshape(-1, gate_up.shape[-1])),
+            pack_weight(down.detach().permute(1, 0, 2).reshape(hidden, E * inner)))
+
+
+def moe_experts_dense_packed(x, idx, weights, packed_gate_up, packed_down, num_experts: int, inner: int):
+    """`moe_experts_dense` on weights packed by `pack_experts`: two linears over all experts. The
+    routing weights scale each expert's activations before the down projection (the same sum,
+    since it is linear), so the down projections of all experts are one product."""
+    n, hidden = x.shape
+    h = linear_packed(x, packed_gate_up, num_experts * 2 * inner).view(n, num_experts, 2, inner)
+    dense = torch.zeros(n, num_experts, dtype=x.dtype, device=x.device).scatter(1, idx, weights.to(x.dtype))
+    act = F.silu(h[:, :, 0]) * h[:, :, 1] * dense[:, :, None]  # (tokens, experts, inner)
+    return linear_packed(act.reshape(n, num_experts * inner), packed_down, hidden)
+
+
 def moe_experts_indexed(x, idx, weights, gate_up, down, gate_up_scale=None, down_scale=None):
     """The chosen experts' weights indexed inside a multiply-and-sum: under torch.compile one loop
     per projection reads each chosen expert in place, with no copy, no sort and no per-expert
