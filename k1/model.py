@@ -101,10 +101,9 @@ class Linear(_Packs, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantized:
             return kernels.linear_int8(x, self.weight_int8, self.weight_scale, self.bias)
-        # Under torch.compile one row stays with kernels.linear: its multiply-and-sum fuses with
-        # the ops around it, which beats any separate call.
-        if (self._packed is not None and kernels.packed_applies(x, self.weight)
-                and not (torch.compiler.is_compiling() and x.numel() == x.shape[-1])):
+        # One row stays with kernels.linear: torch.mv streams as fast as a packed weight, and
+        # under torch.compile its multiply-and-sum fuses with the ops around it.
+        if (self._packed is not None and x.numel() != x.shape[-1] and kernels.packed_applies(x, self.weight)):
             packed = self.packed()
             if packed is not None:
                 return kernels.linear_packed(x, packed[0], self.out_features, self.bias)
@@ -676,7 +675,8 @@ class Transformer(nn.Module):
         Copies are remade when a weight changes (a training step, load_state_dict, a move); calls
         that need gradients use the weights themselves. A model whose weights are not bf16 on a
         CPU with oneDNN bf16 (or are int8) keeps none: packing is then a no-op."""
-        modules = [m for m in [*self.model.modules(), self.lm_head] if isinstance(m, _Packs)]
+        # MTP too: the serving engine's speculative decoding runs it every step.
+        modules = [m for m in [*self.model.modules(), *self.mtp.modules(), self.lm_head] if isinstance(m, _Packs)]
         for m in modules:
             m.unpack()
         self._packed_modules = tuple(m for m in modules if m.pack()) if enabled else ()

@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 import schemathesis
+import torch
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
@@ -342,6 +343,30 @@ def test_serve_config_errors_are_one_line(tmp_path):
         ServeConfig(model="m", speculative="eagle").validate()
     with pytest.raises(ConfigError, match="quantize 'int4'.*int8"):
         ServeConfig(model="m", quantize="int4").validate()
+
+
+def test_serve_packs_bf16_weights_unless_told_not_to(tmp_path):
+    """The `pack_weights` key: a bf16 model on the CPU is served from oneDNN-packed weights, and
+    the engine's tokens are still `k1.generate`'s on that model."""
+    from k1 import kernels
+    from k1.generate import generate
+
+    if not kernels.can_pack(torch.zeros(1, dtype=torch.bfloat16)):
+        pytest.skip("this torch's oneDNN has no bf16 packed linear on this CPU")
+    fx = fixtures()
+    common = dict(model=str(fx.random_dir), keys=str(tmp_path / "keys.sqlite"), audit="", max_seqs=2,
+                  max_context=256, dtype="bfloat16")
+    packed, plain = Server.load(ServeConfig(**common)), Server.load(ServeConfig(pack_weights=False, **common))
+    try:
+        assert packed.engine.model._packed_modules and not plain.engine.model._packed_modules
+        prompt = fx.tok.encode("안녕하세요, 날씨")
+        got = []
+        for out in packed.engine.submit(prompt, RequestParams(max_new_tokens=8)):
+            got += out.token_ids
+        assert got == generate(packed.engine.model, [prompt], max_new_tokens=8)[0].tokens
+    finally:
+        packed.close()
+        plain.close()
 
 
 # -------------------------------------------------------------------------- access control

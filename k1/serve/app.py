@@ -127,6 +127,8 @@ class Server:
         if config.threads:
             torch.set_num_threads(config.threads)
         model = k1.load(config.model, dtype=config.dtype or None, device=config.device, quantize=config.quantize or None)
+        if config.pack_weights:
+            model.pack_weights()
         tokenizer = tok_mod.load(config.model)
         if not tokenizer.chat_template:
             raise K1Error(
