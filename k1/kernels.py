@@ -202,24 +202,32 @@ def linear_packed(x: torch.Tensor, packed: torch.Tensor, out_features: int,
     return y if bias is None else y + bias
 
 
-def pack_experts(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Routed experts (E, 2 * inner, hidden) and (E, hidden, inner) packed as two plain linears for
-    `moe_experts_dense_packed`: every expert's gate and up rows stacked, and every expert's down
-    projection side by side along its input (hidden, E * inner)."""
+def pack_moe(gate_up, down, shared_gate, shared_up, shared_down) -> tuple[torch.Tensor, torch.Tensor]:
+    """A MoE layer's routed experts (E, 2 * inner, hidden), (E, hidden, inner) and shared expert
+    (inner_s, hidden) x 2, (hidden, inner_s) packed as two plain linears for `moe_dense_packed`:
+    every expert's gate and up rows stacked, then the shared expert's; every down projection side
+    by side along the input, (hidden, E * inner + inner_s)."""
     E, hidden, inner = down.shape
-    return (pack_weight(gate_up.reshape(-1, gate_up.shape[-1])),
-            pack_weight(down.detach().permute(1, 0, 2).reshape(hidden, E * inner)))
+    rows = torch.cat((gate_up.detach().reshape(-1, hidden), shared_gate.detach(), shared_up.detach()))
+    cols = torch.cat((down.detach().permute(1, 0, 2).reshape(hidden, E * inner), shared_down.detach()), dim=1)
+    return pack_weight(rows), pack_weight(cols)
 
 
-def moe_experts_dense_packed(x, idx, weights, packed_gate_up, packed_down, num_experts: int, inner: int):
-    """`moe_experts_dense` on weights packed by `pack_experts`: two linears over all experts. The
-    routing weights scale each expert's activations before the down projection (the same sum,
-    since it is linear), so the down projections of all experts are one product."""
+def moe_dense_packed(x, idx, weights, packed_up, packed_down, num_experts: int, inner: int, shared_inner: int):
+    """A MoE layer's routed and shared experts (their sum, before the post-MoE norm) for a few
+    tokens that choose most experts, on weights packed by `pack_moe`: every expert on every token,
+    the unchosen ones weighted zero (as `moe_experts_dense`), in two products in all. The routing
+    weights scale each expert's activations before the down projection (the same sum, since it is
+    linear), so all down projections, the shared one included, are one product."""
     n, hidden = x.shape
-    h = linear_packed(x, packed_gate_up, num_experts * 2 * inner).view(n, num_experts, 2, inner)
+    routed = num_experts * 2 * inner
+    h = linear_packed(x, packed_up, routed + 2 * shared_inner)
+    up = h[:, :routed].view(n, num_experts, 2, inner)
     dense = torch.zeros(n, num_experts, dtype=x.dtype, device=x.device).scatter(1, idx, weights.to(x.dtype))
-    act = F.silu(h[:, :, 0]) * h[:, :, 1] * dense[:, :, None]  # (tokens, experts, inner)
-    return linear_packed(act.reshape(n, num_experts * inner), packed_down, hidden)
+    act = F.silu(up[:, :, 0]) * up[:, :, 1] * dense[:, :, None]  # (tokens, experts, inner)
+    shared_gate, shared_up = h[:, routed:].chunk(2, dim=-1)
+    act = torch.cat((act.reshape(n, num_experts * inner), F.silu(shared_gate) * shared_up), dim=-1)
+    return linear_packed(act, packed_down, hidden)
 
 
 def moe_experts_indexed(x, idx, weights, gate_up, down, gate_up_scale=None, down_scale=None):

@@ -395,9 +395,8 @@ class Router(nn.Module):
         return weights * cfg.routed_scaling_factor, idx, scores
 
 
-class Experts(_Packs, nn.Module):
-    """All routed experts' weights as two 3-D tensors, so experts run as one grouped matmul. Packed
-    (`pack`), a decode step that chooses most experts runs all of them as two packed linears."""
+class Experts(nn.Module):
+    """All routed experts' weights as two 3-D tensors, so experts run as one grouped matmul."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -411,20 +410,7 @@ class Experts(_Packs, nn.Module):
         if self.quantized:
             return kernels.moe_experts_int8(x, idx, weights, self.gate_up_proj_int8, self.gate_up_proj_scale,
                                             self.down_proj_int8, self.down_proj_scale)
-        n, k = idx.shape
-        E = self.gate_up_proj.shape[0]
-        if (self._packed is not None and n <= kernels.SMALL_ROWS and n * k >= E
-                and kernels.packed_applies(x, self.gate_up_proj)):
-            packed = self.packed()
-            if packed is not None:
-                return kernels.moe_experts_dense_packed(x, idx, weights, *packed, E, self.down_proj.shape[-1])
         return kernels.moe_experts(x, idx, weights, self.gate_up_proj, self.down_proj)
-
-    def _pack_sources(self):
-        return None if self.quantized else [self.gate_up_proj, self.down_proj]
-
-    def _pack(self, sources):
-        return kernels.pack_experts(*sources)
 
     @torch.no_grad()
     def quantize_int8(self) -> None:
@@ -435,10 +421,12 @@ class Experts(_Packs, nn.Module):
             self.register_buffer(f"{name}_scale", scale.to(weight.dtype))
             self.register_parameter(name, None)
         self.quantized = True
-        self.unpack()
 
 
-class MoE(nn.Module):
+class MoE(_Packs, nn.Module):
+    """Routed experts plus the shared expert, then a norm. Packed (`pack`), a decode step whose
+    tokens choose most experts runs all experts, the shared one included, as two packed linears."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -456,8 +444,26 @@ class MoE(nn.Module):
         weights, idx, scores = self.gate(flat)
         if self.record_routing:
             self.last_routing = (idx, scores)
+        n, k = idx.shape
+        if (self._packed is not None and n <= kernels.SMALL_ROWS and n * k >= self.cfg.n_routed_experts
+                and kernels.packed_applies(x, self.experts.gate_up_proj)):
+            packed = self.packed()
+            if packed is not None:
+                both = kernels.moe_dense_packed(flat, idx, weights, *packed, self.cfg.n_routed_experts,
+                                                self.experts.down_proj.shape[-1], self.shared_experts.down_proj.in_features)
+                return self.post_mlp_layernorm(both.view(shape))
         routed = self.experts(flat, idx, weights.to(x.dtype))
         return self.post_mlp_layernorm(routed.view(shape) + self.shared_experts(x))
+
+    def _pack_sources(self):
+        shared, experts = self.shared_experts, self.experts
+        if experts.quantized or shared.down_proj.quantized:
+            return None
+        return [experts.gate_up_proj, experts.down_proj, shared.gate_proj.weight, shared.up_proj.weight,
+                shared.down_proj.weight]
+
+    def _pack(self, sources):
+        return kernels.pack_moe(*sources)
 
 
 # ----------------------------------------------------------------------------------------- block
@@ -758,6 +764,7 @@ class Transformer(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, Experts) or (isinstance(module, Linear) and not name.endswith("kv_b_proj")):
                 module.quantize_int8()
+        self.pack_weights(False)  # int8 layers keep no bf16 packs
         self.quantized = mode
         return self.eval()
 

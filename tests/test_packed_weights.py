@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from k1 import kernels
-from k1.model import Experts, Linear
+from k1.model import Linear, MoE
 from tests.helpers import tiny_model
 from tests.test_compiled_decode import _steps
 
@@ -39,16 +39,23 @@ def test_packed_linear_matches_f_linear(rows):
 
 
 @pytest.mark.parametrize("tokens", [3, 5])
-def test_dense_packed_experts_match_reference(tokens):
+def test_dense_packed_moe_matches_reference(tokens):
+    """Routed experts (every expert on every token, the unchosen weighted zero) plus the shared
+    expert, from two packed products."""
     torch.manual_seed(tokens)
-    E, H, inner, k = 6, 16, 8, 2
+    E, H, inner, shared, k = 6, 16, 8, 12, 2
     gate_up = torch.randn(E, 2 * inner, H, dtype=torch.bfloat16)
     down = torch.randn(E, H, inner, dtype=torch.bfloat16)
+    s_gate, s_up, s_down = (torch.randn(shared, H, dtype=torch.bfloat16), torch.randn(shared, H, dtype=torch.bfloat16),
+                            torch.randn(H, shared, dtype=torch.bfloat16))
     x = torch.randn(tokens, H, dtype=torch.bfloat16)
     idx = torch.stack([torch.randperm(E)[:k] for _ in range(tokens)])
     weights = torch.rand(tokens, k, dtype=torch.bfloat16)
-    got = kernels.moe_experts_dense_packed(x, idx, weights, *kernels.pack_experts(gate_up, down), E, inner)
-    want = kernels.moe_experts_reference(x.float(), idx, weights.float(), gate_up.float(), down.float())
+    packed = kernels.pack_moe(gate_up, down, s_gate, s_up, s_down)
+    got = kernels.moe_dense_packed(x, idx, weights, *packed, E, inner, shared)
+    xf = x.float()
+    want = kernels.moe_experts_reference(xf, idx, weights.float(), gate_up.float(), down.float())
+    want = want + F.linear(F.silu(F.linear(xf, s_gate.float())) * F.linear(xf, s_up.float()), s_down.float())
     assert got.shape == (tokens, H)
     _close(got, want, 0.02)
 
@@ -57,9 +64,9 @@ def test_packed_decoding_matches_unpacked_and_uses_the_packs(monkeypatch):
     model = tiny_model(seed=5).to(torch.bfloat16)
     model.pack_weights()
     packed = model._packed_modules
-    assert sum(isinstance(m, Linear) for m in packed) > 10 and sum(isinstance(m, Experts) for m in packed) == 2
+    assert sum(isinstance(m, Linear) for m in packed) > 10 and sum(isinstance(m, MoE) for m in packed) == 3  # 2 layers, MTP
     calls = {"linear": 0, "experts": 0}
-    for name, key in (("linear_packed", "linear"), ("moe_experts_dense_packed", "experts")):
+    for name, key in (("linear_packed", "linear"), ("moe_dense_packed", "experts")):
         fn = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, fn=fn, key=key: calls.__setitem__(key, calls[key] + 1) or fn(*a))
     for prompts in ([[3, 4, 5, 6]], RAGGED):
@@ -81,6 +88,7 @@ def test_packs_follow_weight_changes_and_step_aside_for_fp32():
         model(ids)
         model.lm_head.weight.mul_(-2.0)  # in place: the pack must be remade
         model.model.layers[1].mlp.experts.down_proj.mul_(3.0)
+        model.model.layers[2].mlp.shared_experts.up_proj.weight.mul_(-1.0)
         got = model(ids)
         model.pack_weights(False)
         want = model(ids)
