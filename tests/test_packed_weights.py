@@ -124,6 +124,8 @@ def test_packed_model_trains_copies_and_pickles():
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_decode_packs_and_follows_changes():
+    # Other tests' models compiled the same code; past dynamo's recompile limit it would run eagerly.
+    torch._dynamo.reset()
     model = tiny_model(seed=5).to(torch.bfloat16)
     eager, eager_tokens = _steps(model, RAGGED, 5)
     model.compile_decode()
