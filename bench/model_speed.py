@@ -115,6 +115,9 @@ def hf_cache_bytes_per_token(hf, prompt_len: int) -> float:
 def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, peaks: dict) -> list[tuple]:
     from transformers import AutoModelForCausalLM
 
+    # Each preset compiles from scratch: the tiny model's graphs of the same code would otherwise
+    # count towards dynamo's recompile limit (8 per function), past which it runs eagerly.
+    torch._dynamo.reset()
     base = ModelConfig.preset(name)
     cfg = ModelConfig.preset(name, vocab_size=min(32768, base.vocab_size),
                              max_position_embeddings=max(base.max_position_embeddings, seq + new_tokens + 8))

@@ -419,7 +419,11 @@ def moe_experts(x, idx, weights, gate_up, down):
         shift = (padded.cumsum(0) - padded) - (counts.cumsum(0) - counts)  # each group's start moves by this
         pos = inverse + shift[flat]
         offsets = padded.cumsum(0).to(torch.int32)
-        rows = int(offsets[-1])
+        # Under torch.compile the row count may not depend on the routing: each count was a new
+        # graph, and dynamo's limit of eight was reached within a few training steps (then that
+        # code ran eagerly). The most the padding can add instead: rows past the last group are
+        # zeros that the grouped matmuls skip and nothing reads back.
+        rows = n * k + num_experts * (block - 1) if torch.compiler.is_compiling() else int(offsets[-1])
     else:
         pos, offsets, rows = inverse, counts.cumsum(0).to(torch.int32), n * k
     dtype = _compute_dtype(x)
