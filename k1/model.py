@@ -661,8 +661,10 @@ class Transformer(nn.Module):
         """Run decode steps (one new token per sequence against a `LatentCache`, as `generate` makes
         them) through torch.compile. A decode step is thousands of small operations; compiled, they
         become a few dozen fused loops with no Python in between, and one-row products stream
-        their weights at memory speed (kernels.linear_fused, moe_experts_indexed/_dense): about
-        2.2x the tokens/s of eager decoding at `small`, batch 1 (1.4x at batch 8). The first
+        their weights at memory speed (kernels.linear_fused, moe_experts_indexed); bf16 weights
+        on a CPU are packed for oneDNN (`pack_weights`, their memory again) for the products of
+        more rows: about 2.1-2.4x the tokens/s of eager decoding at `small`, batch 1 (1.5-1.7x
+        at batch 8). `compile_decode(False)` drops the packs too. The first
         steps of each new batch size compile (tens of seconds); if compiling fails (no C++
         compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
         engine's slot cache stay eager."""
@@ -674,10 +676,12 @@ class Transformer(nn.Module):
     _packed_modules: tuple[_Packs, ...] = ()
 
     def pack_weights(self, enabled: bool = True) -> Transformer:
-        """Keep a copy of the decoder's and the output head's bf16 weights in oneDNN's packed
-        layout, for inference on a CPU: the linears and, in decode steps that choose most experts,
-        the routed experts run from it (kernels.linear_packed), 1.5-2x faster for the few rows of
-        a decode step and up to 1.4x for prompts. It costs those weights' bytes again in memory.
+        """Keep a copy of the decoder's, MTP's and the output head's bf16 weights in oneDNN's
+        packed layout, for inference on a CPU: the linears and, in decode steps that choose most
+        experts, the routed and shared experts run from it (kernels.linear_packed) for calls of
+        two rows or more: a few-row product streams a packed weight 1.4-1.7x faster than through
+        F.linear (eager decoding at batch 8: about 1.1x; prompts about the same). It costs those
+        weights' bytes again in memory.
         Copies are remade when a weight changes (a training step, load_state_dict, a move); calls
         that need gradients use the weights themselves. A model whose weights are not bf16 on a
         CPU with oneDNN bf16 (or are int8) keeps none: packing is then a no-op."""
