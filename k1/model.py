@@ -628,7 +628,9 @@ class Transformer(nn.Module):
         replaces the next-token cross-entropy (distillation: k1.objectives.linear_kd); it runs here,
         inside the one forward, for the same reason."""
         if last_only and self._compiled_step(input_ids, cache):
-            self.refresh_packed()
+            b, cfg = input_ids.shape[0], self.config
+            if b > 1 or cfg.num_experts_per_tok >= cfg.n_routed_experts:  # else no pack is used (one row)
+                self.refresh_packed()
             try:
                 h = self._decode_hidden(input_ids, attention_mask, position_ids, cache)[0]
                 return self.lm_head(h[:, -1:])
