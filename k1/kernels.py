@@ -15,6 +15,10 @@
 - `linear_int8` / `moe_experts_int8`: weight-only int8 inference (one scale per output row);
   decode-sized calls read the int8 weights directly (torch's int8 matrix-vector kernel), larger
   ones dequantize; the reference is the same layer on the dequantized weights.
+- `linear_packed` / `moe_dense_packed`: bf16 inference from weights packed once in oneDNN's
+  blocked layout (`Transformer.pack_weights`), where a plain weight is re-laid-out inside every
+  call; references: `F.linear` and `moe_experts_reference` plus the shared expert
+  (tests/test_packed_weights.py).
 - Compiled decoding (`Transformer.compile_decode`): under torch.compile, one-row linears become
   a multiply-and-sum (`linear_fused`) and few-token MoE layers index the chosen experts inside
   one (`moe_experts_indexed`), which the compiler turns into loops streaming the weights;
@@ -145,9 +149,9 @@ def linear_fused(x, weight, bias=None, scale=None):
 #
 # oneDNN multiplies bf16 on this CPU's AMX units from a blocked copy of the weight. Handed a plain
 # (out, in) weight, it makes that copy inside every call: for the few rows of a decode step the
-# copy costs more than the product (25 GB/s of weight streamed, where the packed weight streams at
-# 45-60 GB/s; at 512 rows packed is still 1.0-1.4x). `Transformer.pack_weights` makes the copies
-# once, for inference.
+# copy costs more than the product (8-row products stream weights from memory at about 12 GB/s
+# through F.linear, 16-22 GB/s packed). `Transformer.pack_weights` makes the copies once, for
+# inference.
 
 
 def can_pack(weight: torch.Tensor) -> bool:

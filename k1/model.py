@@ -103,7 +103,7 @@ class Linear(_Packs, nn.Linear):
             return kernels.linear_int8(x, self.weight_int8, self.weight_scale, self.bias)
         # One row stays with kernels.linear: torch.mv streams as fast as a packed weight, and
         # under torch.compile its multiply-and-sum fuses with the ops around it.
-        if (self._packed is not None and x.numel() != x.shape[-1] and kernels.packed_applies(x, self.weight)):
+        if self._packed is not None and x.numel() != x.shape[-1] and kernels.packed_applies(x, self.weight):
             packed = self.packed()
             if packed is not None:
                 return kernels.linear_packed(x, packed[0], self.out_features, self.bias)

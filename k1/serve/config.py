@@ -56,8 +56,9 @@ class ServeConfig:
     """Weight-only quantization: "int8" (half the memory of bf16 weights, faster decoding on a
     CPU, outputs within a stated tolerance); empty: none."""
     pack_weights: bool = True
-    """bf16 weights on a CPU: keep a second copy packed for oneDNN (prompts and decoding faster,
-    at the weights' memory again; docs/model.md). No effect on other dtypes, int8 or a GPU."""
+    """bf16 weights on a CPU: keep a second copy packed for oneDNN (decode steps of several
+    sequences faster, at the weights' memory again; docs/model.md). No effect on other dtypes,
+    int8 or a GPU."""
     device: str = "cpu"
     threads: int = 0
     """torch CPU threads; 0: torch's default."""
