@@ -61,7 +61,10 @@ class _Packs:
 
     def pack(self) -> bool:
         sources = self._pack_sources()
-        if sources is None or not all(kernels.can_pack(w) for w in sources):
+        # Empty weights (a MoE without a shared expert) join a stack but are never packed alone:
+        # oneDNN has no product of width zero.
+        filled = [w for w in sources or () if w.numel()]
+        if not filled or not all(kernels.can_pack(w) for w in filled):
             self.unpack()
             return False
         with torch.no_grad():
@@ -452,8 +455,10 @@ class MoE(_Packs, nn.Module):
                 both = kernels.moe_dense_packed(flat, idx, weights, *packed, self.cfg.n_routed_experts,
                                                 self.experts.down_proj.shape[-1], self.shared_experts.down_proj.in_features)
                 return self.post_mlp_layernorm(both.view(shape))
-        routed = self.experts(flat, idx, weights.to(x.dtype))
-        return self.post_mlp_layernorm(routed.view(shape) + self.shared_experts(x))
+        routed = self.experts(flat, idx, weights.to(x.dtype)).view(shape)
+        if self.shared_experts.down_proj.in_features:  # n_shared_experts = 0 leaves it empty
+            routed = routed + self.shared_experts(x)
+        return self.post_mlp_layernorm(routed)
 
     def _pack_sources(self):
         shared, experts = self.shared_experts, self.experts

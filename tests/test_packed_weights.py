@@ -80,6 +80,18 @@ def test_packed_decoding_matches_unpacked_and_uses_the_packs(monkeypatch):
     assert calls["linear"] > 100 and calls["experts"] == 2 * (1 + 6)
 
 
+def test_moe_without_a_shared_expert_decodes_with_and_without_packs():
+    """n_shared_experts = 0 leaves the shared expert's weights empty: skipped, and left out of the
+    packs (oneDNN has no product of width zero)."""
+    model = tiny_model(seed=3, n_shared_experts=0).to(torch.bfloat16)
+    want, want_tokens = _steps(model, RAGGED, 4)
+    model.pack_weights()
+    assert sum(isinstance(m, MoE) for m in model._packed_modules) == 3
+    got, tokens = _steps(model, RAGGED, 4)
+    _close(got, want)
+    assert tokens == want_tokens
+
+
 def test_packs_follow_weight_changes_and_step_aside_for_fp32():
     model, other = tiny_model(seed=5).to(torch.bfloat16), tiny_model(seed=6).to(torch.bfloat16)
     ids = torch.randint(0, 128, (3, 9), generator=torch.Generator().manual_seed(1))
