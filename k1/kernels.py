@@ -201,7 +201,7 @@ def linear_packed(x: torch.Tensor, packed: torch.Tensor, out_features: int,
     if torch.compiler.is_compiling():
         y = torch.ops.k1.linear_packed(flat, packed, out_features)
     else:
-        y = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), packed, None, "none", [], "")
+        y = _linear_packed_impl(flat, packed, out_features)
     y = y.view(*x.shape[:-1], out_features)
     return y if bias is None else y + bias
 
@@ -393,10 +393,16 @@ def moe_experts_int8(x, idx, weights, gate_up, gate_up_scale, down, down_scale):
     return _visit_experts(x, idx, weights, gate_up.shape[0], expert)
 
 
+def runs_all_experts(tokens: int, k: int, num_experts: int) -> bool:
+    """Whether a few tokens choose most experts anyway (tokens * k >= experts), so that inference
+    runs every expert on every token (`moe_experts_dense`, `moe_dense_packed`)."""
+    return not torch.is_grad_enabled() and tokens <= SMALL_ROWS and tokens * k >= num_experts
+
+
 def moe_experts(x, idx, weights, gate_up, down):
     """Grouped-matmul MoE: same contract as `moe_experts_reference`."""
     n, k = idx.shape
-    if not torch.is_grad_enabled() and n <= SMALL_ROWS and n * k >= gate_up.shape[0]:
+    if runs_all_experts(n, k, gate_up.shape[0]):
         return moe_experts_dense(x, idx, weights, gate_up, down)  # most experts chosen anyway
     if torch.compiler.is_compiling() and not torch.is_grad_enabled() and n <= SMALL_ROWS:
         return moe_experts_indexed(x, idx, weights, gate_up, down)

@@ -448,7 +448,7 @@ class MoE(_Packs, nn.Module):
         if self.record_routing:
             self.last_routing = (idx, scores)
         n, k = idx.shape
-        if (self._packed is not None and n <= kernels.SMALL_ROWS and n * k >= self.cfg.n_routed_experts
+        if (self._packed is not None and kernels.runs_all_experts(n, k, self.cfg.n_routed_experts)
                 and kernels.packed_applies(x, self.experts.gate_up_proj)):
             packed = self.packed()
             if packed is not None:
