@@ -189,3 +189,41 @@ def test_bad_input_fails_before_training(tokens, tmp_path):
     (tmp_path / "bad.toml").write_text("data = [unclosed")
     with pytest.raises(K1Error, match="invalid TOML"):
         TrainConfig.from_toml(tmp_path / "bad.toml")
+
+
+_FREED_MEMORY_PROBE = """
+import sys, torch
+from k1.train import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] != "default" else None
+if sys.argv[1] == "keep, then not":
+    applied = keep_freed_memory(False)
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+t = torch.ones(64 << 20, dtype=torch.uint8)  # touched: resident
+before = rss()
+del t
+print(applied, before - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_keeps_a_freed_gradient_sized_block_resident():
+    """Freed, a 64 MB block goes back to the system by default (and faults in again when the next
+    step allocates it); with keep_freed_memory the process keeps it for reuse, and
+    keep_freed_memory(False) hands such blocks back again."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    out = {}
+    for mode in ("default", "keep", "keep, then not"):
+        res = subprocess.run([sys.executable, "-c", _FREED_MEMORY_PROBE, mode], capture_output=True, text=True,
+                             check=True)
+        applied, released = res.stdout.split()
+        out[mode] = (applied, int(released))
+    assert out["keep"][0] == "True"
+    assert out["default"][1] > 48 << 20  # handed back
+    assert out["keep"][1] < 8 << 20  # kept
+    assert out["keep, then not"][1] > 48 << 20  # handed back again
