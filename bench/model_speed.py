@@ -14,7 +14,6 @@ memory of each phase, and k1's training MFU against this machine's own torch mat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import sys
@@ -31,7 +30,6 @@ import k1  # noqa: E402
 from k1.config import ModelConfig  # noqa: E402
 from k1.model import Transformer  # noqa: E402
 from k1.objectives import get_objective  # noqa: E402
-from k1.train import keep_freed_memory  # noqa: E402
 
 pretrain_objective = get_objective("pretrain")
 
@@ -60,18 +58,6 @@ class PeakRSS:
         self._t.join()
         self.peak = max(self.peak, self._rss())
         self.delta = self.peak - self.base
-
-
-@contextlib.contextmanager
-def handing_back_memory():
-    """Memory is measured as resident memory above a start: for that, malloc hands freed blocks
-    back to the system (glibc's starting thresholds) while it is sampled, and keeps them again for
-    the timed runs (`keep_freed_memory`, which k1 train sets)."""
-    keep_freed_memory(False)
-    try:
-        yield
-    finally:
-        keep_freed_memory(True)
 
 
 def matmul_tflops(dtype, n=2048, seconds=1.0) -> float:
@@ -151,7 +137,7 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
         # temporaries), which is where the two implementations differ.
         step()
         gc.collect()
-        with handing_back_memory(), PeakRSS() as mem:
+        with PeakRSS() as mem:
             step()
         # On this VM the first few steps of either model run up to 1.5x slower (the heap
         # settles): both get three warm-up steps and the best of at least five, timed without
@@ -203,9 +189,9 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
                 hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                             pad_token_id=0, eos_token_id=None)
 
-        with handing_back_memory(), PeakRSS() as m1:
+        with PeakRSS() as m1:
             run_k1()
-        with handing_back_memory(), PeakRSS() as m2:
+        with PeakRSS() as m2:
             run_hf()
         t1 = timed(run_k1, max(3, steps))
         t2 = timed(run_hf, max(3, steps))
@@ -283,11 +269,7 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
-    # k1 train sets this (TrainConfig.keep_freed_memory); a process-wide malloc setting, so both
-    # sides run with it here and the ratios compare the models alone.
-    kept = keep_freed_memory()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"malloc keeps freed memory (both sides): {'yes' if kept else 'no'}")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     peaks = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
     print(f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n")
     rows = []

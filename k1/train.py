@@ -120,9 +120,6 @@ class TrainConfig:
     """Hardware peak for MFU; 0 measures this machine's matmul throughput at the start."""
     threads: int = 0
     """torch CPU threads; 0 leaves torch's default."""
-    keep_freed_memory: bool = True
-    """CPU training on Linux (glibc): keep freed memory in the process for the next step instead of
-    handing it back to the system (see `keep_freed_memory`); about 6% faster steps at `small`."""
     # SFT (objective "sft", data_format "chat"; see k1/sft.py and docs/sft.md)
     think_ratio: float = 0.5
     """chat: share of conversations rendered in think mode, with their reasoning (only those that have some can be)."""
@@ -509,34 +506,6 @@ def _tokenizer_info(path: str) -> tuple[int, dict[str, int | None]]:
     return tok.get_vocab_size(with_added_tokens=True), ids
 
 
-def keep_freed_memory(keep: bool = True) -> bool:
-    """Have glibc's malloc keep freed memory for reuse, up to 1 GiB, instead of handing each large
-    block back to the system when it is freed. A training step frees its large buffers (the
-    gradients of the embedding and the output head: 64 MB each at `small`) and allocates them again
-    at the next step; handed back, every page of them faults in again and is zeroed by the kernel
-    first (a 64 MB `torch.zeros` took 13 ms against 4). Measured at `small`, 8 x 512, compiled
-    blocks: 1.96-1.99 -> 1.85-1.86 s a step. The cost: the process stays at its peak memory.
-    A process-wide setting (it also applies to whatever else the process runs); `keep=False` goes
-    back to glibc's starting thresholds (128 KiB) and hands what is kept back now. Returns whether
-    it applied (False off glibc)."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    # mallopt returns 1 on success; setting either turns glibc's own moving thresholds off.
-    size = 1 << 30 if keep else 128 << 10
-    ok = bool(libc.mallopt(m_mmap_threshold, size)) and bool(libc.mallopt(m_trim_threshold, size))
-    if not keep:
-        libc.malloc_trim(0)
-    return ok
-
-
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train as `cfg` says; with `resume`, continue from the latest checkpoint in cfg.out_dir."""
     if not cfg.tokenizer and (Path(cfg.model) / "tokenizer.json").is_file():
@@ -581,8 +550,6 @@ def _run(cfg: TrainConfig, d: parallel.Dist, resume: bool, progress: bool) -> Tr
         model.config = mcfg
 
     model.to(d.device)
-    if cfg.keep_freed_memory and d.device.type == "cpu":
-        keep_freed_memory()
     moes = moe_modules(model)
     for _, m in moes:
         m.record_routing = True
