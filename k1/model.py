@@ -667,14 +667,15 @@ class Transformer(nn.Module):
     def compile_decode(self, enabled: bool = True) -> Transformer:
         """Run decode steps (one new token per sequence against a `LatentCache`, as `generate` makes
         them) through torch.compile. A decode step is thousands of small operations; compiled, they
-        become a few dozen fused loops with no Python in between, and one-row products stream
-        their weights at memory speed (kernels.linear_fused, moe_experts_indexed); bf16 weights
-        on a CPU are packed for oneDNN (`pack_weights`, their memory again) for the products of
-        more rows: about 2.1-2.4x the tokens/s of eager decoding at `small`, batch 1 (1.5-1.7x
-        at batch 8). `compile_decode(False)` drops the packs too. The first
-        steps of each new batch size compile (tens of seconds); if compiling fails (no C++
-        compiler), decoding warns once and goes on uncompiled. Prompts, training and the serving
-        engine's slot cache stay eager."""
+        become a few dozen fused loops called from compiled C++ (on a CPU) with no Python in
+        between, and one-row products stream their weights at memory speed
+        (kernels.linear_fused, moe_experts_indexed); bf16 weights on a CPU are packed for oneDNN
+        (`pack_weights`, their memory again) for the products of more rows: about 2.2-2.9x the
+        tokens/s of eager decoding at `small`, batch 1 (1.6-1.8x at batch 8).
+        `compile_decode(False)` drops the packs too. The first steps of each new batch size
+        compile (about a minute with an empty inductor cache, seconds from its disk cache); if
+        compiling fails (no C++ compiler), decoding warns once and goes on uncompiled. Prompts,
+        training and the serving engine's slot cache stay eager."""
         if enabled:
             kernels.prepare_compile()
         # On a CPU the step's own wrapper is C++ too: it calls the step's hundred-odd kernels and
