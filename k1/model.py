@@ -671,7 +671,7 @@ class Transformer(nn.Module):
         between, and one-row products stream their weights at memory speed
         (kernels.linear_fused, moe_experts_indexed); bf16 weights on a CPU are packed for oneDNN
         (`pack_weights`, their memory again) for the products of more rows: about 2.2-2.9x the
-        tokens/s of eager decoding at `small`, batch 1 (1.6-1.8x at batch 8).
+        tokens/s of eager decoding at `small`, batch 1 (1.6-1.9x at batch 8).
         `compile_decode(False)` drops the packs too. The first steps of each new batch size
         compile (about a minute with an empty inductor cache, seconds from its disk cache); if
         compiling fails (no C++ compiler), decoding warns once and goes on uncompiled. Prompts,
@@ -682,7 +682,7 @@ class Transformer(nn.Module):
         # matmuls without a Python line in between (about 1.1x the tokens/s at batch 1, for some
         # 25% more compile time the first time a batch size is seen).
         cpu = next(self.parameters()).device.type == "cpu"
-        self._decode_hidden = (torch.compile(self.hidden_states, options={"cpp_wrapper": cpu}) if enabled else None)
+        self._decode_hidden = torch.compile(self.hidden_states, options={"cpp_wrapper": cpu}) if enabled else None
         return self.pack_weights(enabled)
 
     _packed_modules: tuple[_Packs, ...] = ()
