@@ -351,7 +351,7 @@ MIXED = st.text(
         st.characters(min_codepoint=0x4E00, max_codepoint=0x4FFF),  # CJK
         st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF),  # emoji
         st.sampled_from(list("abcXYZ019 \t\n\r\x00'\"<>|_.,!?()[]{}\u200d\ufe0f\u0301")),
-        st.characters(),
+        st.characters(exclude_categories=["Cs"]),  # lone surrogates are not text: their own test below
     ),
     max_size=200,
 )
