@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from k1.generate import SamplingParams
+from k1.generate import SamplingParams, filtered_probs
 from k1.tokenizer import StreamDecoder
 
 log = logging.getLogger("k1.engine")
@@ -265,23 +265,6 @@ class SlotCache:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.latent, *self.rope))
-
-
-def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """The distribution `k1.generate.sample_next` samples from (temperature, top-k, top-p), as probs.
-
-    logits (..., vocab). Speculative sampling needs the distribution itself, not only a sample."""
-    logits = logits.float() / params.temperature
-    if params.top_k:
-        kth = logits.topk(min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > params.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits.softmax(-1)
 
 
 def speculative_sample(

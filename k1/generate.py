@@ -45,14 +45,21 @@ class Generation:
     finish_reason: str = "length"  # "stop" when a stop token ended it (the stop token is not included)
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """logits (batch, vocab) -> token ids (batch,)."""
-    if params.temperature == 0:
-        # max(-1).indices: argmax's index (the first of ties) at a quarter of its cost on bf16 rows
-        return logits.max(-1).indices
-    logits = logits.float() / params.temperature
+_MIN_TEMPERATURE = 1e-6
+
+
+def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The distribution sampling draws from (temperature, then top-k, then top-p), as probs;
+    logits (..., vocab), temperature > 0. The serving engine's speculative sampling needs the
+    distribution itself, not only a draw."""
+    logits = logits.float()
+    # A tiny temperature (1e-186 arrived through the API) is 0 in fp32, and raw logits divided by
+    # it overflowed to +-inf and the softmax to NaN. So each row's best logit is moved to 0 first,
+    # and the temperature floored at 1e-6, where the rest already fall to -inf unless within
+    # about 1e-4 of the best: the same one-hot distribution, up to such near-ties.
+    logits = (logits - logits.amax(-1, keepdim=True)) / max(params.temperature, _MIN_TEMPERATURE)
     if params.top_k:
-        kth = logits.topk(min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        kth = logits.topk(min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -61,8 +68,15 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         drop = probs.cumsum(-1) - probs > params.top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return logits.softmax(-1)
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """logits (batch, vocab) -> token ids (batch,)."""
+    if params.temperature == 0:
+        # max(-1).indices: argmax's index (the first of ties) at a quarter of its cost on bf16 rows
+        return logits.max(-1).indices
+    return torch.multinomial(filtered_probs(logits, params), 1, generator=generator)[:, 0]
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

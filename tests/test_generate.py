@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from k1.generate import SamplingParams, generate, sample_next
+from k1.generate import SamplingParams, filtered_probs, generate, sample_next
 from tests.helpers import tiny_model
 
 
@@ -38,6 +38,19 @@ def test_top_p_keeps_only_the_nucleus():
     g = torch.Generator().manual_seed(0)
     draws = {int(sample_next(logits, params, g)) for _ in range(200)}
     assert draws <= {0, 1} and len(draws) == 2
+
+
+@pytest.mark.parametrize("extra", [{}, {"top_k": 3}, {"top_p": 0.5}])
+def test_a_tiny_temperature_samples_the_best_token_not_nan(extra):
+    """A temperature of 1e-186 (the API's fuzzer sent one) divided the logits into +-inf and the
+    softmax into NaN, which multinomial refused: the server answered 500."""
+    logits = torch.tensor([[2.0, 7.5, -3.0, 7.0], [-40.0, -1.0, -2.0, -3.0]], dtype=torch.bfloat16)
+    params = SamplingParams(temperature=3.9e-186, **extra)
+    probs = filtered_probs(logits, params)
+    assert torch.isfinite(probs).all()
+    assert torch.equal(probs, torch.nn.functional.one_hot(torch.tensor([1, 1]), 4).float())
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, params, g).tolist() == [1, 1]
 
 
 def test_stop_token_ends_one_sequence_not_the_others(model):
