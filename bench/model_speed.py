@@ -201,16 +201,15 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
 
     # -- the same model with its bf16 weights packed for oneDNN (`Transformer.pack_weights`, an
     # option; compiled decoding below packs too), still eager.
-    if hasattr(k1m, "pack_weights"):
-        k1m.pack_weights()
-        with torch.no_grad():
-            t_k1 = timed(lambda: k1m(prompt), steps)
-        rows.append((name, f"prefill tokens/s ({seq} tokens), k1 packed weights", seq / t_k1, seq / t_hf))
-        for b in (1, 8):
-            k1_prompts = ids[:b, :32].tolist()
-            t1 = timed(lambda p=k1_prompts: k1m.generate(p, max_new_tokens=new_tokens), max(3, steps))
-            rows.append((name, f"decode tokens/s (batch {b}), k1 packed weights", b * new_tokens / t1, hf_decode[b]))
-        k1m.pack_weights(False)
+    k1m.pack_weights()
+    with torch.no_grad():
+        t_k1 = timed(lambda: k1m(prompt), steps)
+    rows.append((name, f"prefill tokens/s ({seq} tokens), k1 packed weights", seq / t_k1, seq / t_hf))
+    for b in (1, 8):
+        k1_prompts = ids[:b, :32].tolist()
+        t1 = timed(lambda p=k1_prompts: k1m.generate(p, max_new_tokens=new_tokens), max(3, steps))
+        rows.append((name, f"decode tokens/s (batch {b}), k1 packed weights", b * new_tokens / t1, hf_decode[b]))
+    k1m.pack_weights(False)
 
     # -- the same decode with k1's decode steps compiled (`Transformer.compile_decode`, an option):
     # against the same (eager) transformers figures. Each batch size compiles on its first steps;
