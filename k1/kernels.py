@@ -182,8 +182,9 @@ def _linear_packed_shape(x: torch.Tensor, packed: torch.Tensor, out_features: in
     return x.new_empty(x.shape[0], out_features)
 
 
-# An operator of our own for compiled graphs, registered with the dispatcher directly: a decode
-# step calls it some sixty times, and torch.library.custom_op's Python wrapping costs 10 us a call.
+# An operator of our own for compiled graphs where inductor cannot call oneDNN's packed linear
+# itself (`_let_inductor_call_packed`), registered with the dispatcher directly: a decode step calls
+# it some fifty times, and torch.library.custom_op's Python wrapping would add 10 us a call.
 _LIBRARY = torch.library.Library("k1", "FRAGMENT")
 if not hasattr(torch.ops.k1, "linear_packed"):
     _LIBRARY.define("linear_packed(Tensor x, Tensor packed, int out_features) -> Tensor")
@@ -192,13 +193,54 @@ if not hasattr(torch.ops.k1, "linear_packed"):
     torch.library.register_fake("k1::linear_packed", _linear_packed_shape, lib=_LIBRARY)
 
 
+# Whether compiled graphs may call oneDNN's packed linear directly (`_let_inductor_call_packed`).
+_packed_in_graphs = False
+
+
+def _let_inductor_call_packed() -> bool:
+    """Let compiled graphs call oneDNN's packed linear (`mkldnn._linear_pointwise`) on a packed
+    weight that is a graph input: inductor's own rule for that operator accepts only weights it
+    packed itself as constants (freezing) and fails on ours. Wrapped here: a weight of inductor's
+    making still gets inductor's rule, any other becomes a plain call of the operator. The graph's
+    C++ code then calls oneDNN with no Python in between, where the `k1::linear_packed` custom
+    op costs some 10 us a call in Python (a decode step makes about fifty: 5-10% of a batch-8
+    step at `small`). This uses inductor internals; if they are not there, graphs keep the
+    custom op."""
+    global _packed_in_graphs
+    if _packed_in_graphs:
+        return True
+    try:
+        from torch._inductor import lowering
+        from torch._inductor.virtualized import V
+
+        op = torch.ops.mkldnn._linear_pointwise.default
+        own_rule = lowering.lowerings[op]
+        plain_call = lowering.fallback_handler(op, add_to_fallback_set=False)
+    except (ImportError, AttributeError, KeyError, RuntimeError):
+        return False
+
+    def rule(x, w, *args, **kwargs):
+        try:
+            constant = w.get_name() in V.graph.constants
+        except (AttributeError, NotImplementedError):
+            constant = False
+        if constant:
+            return own_rule(x, w, *args, **kwargs)
+        kwargs.pop("layout", None)
+        return plain_call(x, w, *args, **kwargs)
+
+    lowering.lowerings[op] = rule
+    _packed_in_graphs = True
+    return True
+
+
 def linear_packed(x: torch.Tensor, packed: torch.Tensor, out_features: int,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ W.T + bias with W packed by `pack_weight`. Eager calls go to oneDNN directly; compiled
-    graphs call it through a custom op, since inductor accepts a packed weight only as a constant
-    of its own (frozen) making."""
+    """x @ W.T + bias with W packed by `pack_weight`. Eager calls and compiled graphs go to oneDNN
+    directly (see `_let_inductor_call_packed`); compiled graphs fall back to a custom op where
+    inductor's internals differ."""
     flat = x.reshape(-1, x.shape[-1])
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and not _packed_in_graphs:
         y = torch.ops.k1.linear_packed(flat, packed, out_features)
     else:
         y = _linear_packed_impl(flat, packed, out_features)
@@ -458,11 +500,13 @@ _grouped_swiglu_outside_graphs = None
 def prepare_compile() -> None:
     """Called when a model is set to run through torch.compile (`Transformer.compile_blocks`,
     `compile_decode`): from then on the grouped expert matmuls run outside the compiler's graphs
-    (the compiler's shape rule for grouped_mm accepts bf16 only, so fp32 failed). Made here, not
-    as a decorator: torch.compiler.disable loads the compiler, a second added to every import."""
+    (the compiler's shape rule for grouped_mm accepts bf16 only, so fp32 failed), and graphs call
+    packed weights directly. Made here, not at import: torch.compiler.disable and inductor's
+    modules load the compiler, a second added to every import."""
     global _grouped_swiglu_outside_graphs
     if _grouped_swiglu_outside_graphs is None:
         _grouped_swiglu_outside_graphs = torch.compiler.disable(_grouped_swiglu)
+    _let_inductor_call_packed()
 
 
 def _group_block(slots: int, experts: int) -> int:

@@ -135,16 +135,25 @@ def test_packed_model_trains_copies_and_pickles():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_decode_packs_and_follows_changes():
+@pytest.mark.parametrize("direct", [True, False])
+def test_compiled_decode_packs_and_follows_changes(direct, monkeypatch):
     # Other tests' models compiled the same code; past dynamo's recompile limit it would run eagerly.
     torch._dynamo.reset()
+    if not direct:  # as where inductor's internals differ: the graphs call the custom op
+        monkeypatch.setattr(kernels, "_let_inductor_call_packed", lambda: False)
+        monkeypatch.setattr(kernels, "_packed_in_graphs", False)
     model = tiny_model(seed=5).to(torch.bfloat16)
     eager, eager_tokens = _steps(model, RAGGED, 5)
     model.compile_decode()
     assert model._packed_modules
+    assert kernels._packed_in_graphs == direct  # the tested torch lets graphs call oneDNN directly
     with torch.profiler.profile() as prof:
         compiled, tokens = _steps(model, RAGGED, 5)
-    assert any(e.name == "k1::linear_packed" for e in prof.events())  # the packs are in the graph
+    # the packs are in the graph: oneDNN called by the compiled code itself (no Python between),
+    # or through the custom op
+    op = "mkldnn::_linear_pointwise" if direct else "k1::linear_packed"
+    assert any(e.name == op and _in_compiled_graph(e) for e in prof.events())
+    assert not (direct and any(e.name == "k1::linear_packed" for e in prof.events()))
     _close(compiled, eager)
     assert tokens == eager_tokens
     with torch.no_grad():
@@ -155,3 +164,11 @@ def test_compiled_decode_packs_and_follows_changes():
     eager, eager_tokens = _steps(model, RAGGED, 3)
     _close(compiled, eager)
     assert tokens == eager_tokens
+
+
+def _in_compiled_graph(event) -> bool:
+    while event is not None:
+        if event.name.startswith(("## Call CompiledFxGraph", "Torch-Compiled Region")):
+            return True
+        event = event.cpu_parent
+    return False
