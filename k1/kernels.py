@@ -203,7 +203,7 @@ def _let_inductor_call_packed() -> bool:
     packed itself as constants (freezing) and fails on ours. Wrapped here: a weight of inductor's
     making still gets inductor's rule, any other becomes a plain call of the operator. The graph's
     C++ code then calls oneDNN with no Python in between, where the `k1::linear_packed` custom
-    op costs some 10 us a call in Python (a decode step makes about fifty: 5-10% of a batch-8
+    op costs some 10 us a call in Python (a decode step makes about fifty: 6-12% of a batch-8
     step at `small`). This uses inductor internals; if they are not there, graphs keep the
     custom op."""
     global _packed_in_graphs
