@@ -113,6 +113,29 @@ def test_packs_follow_weight_changes_and_step_aside_for_fp32():
     assert all(m._packed is None for m in model._packed_modules)
 
 
+def test_model_level_refresh_sees_changed_replaced_and_removed_weights():
+    # What compiled decode steps run before each step (a graph cannot look): its quick check must
+    # miss no change that the modules' own checks would see.
+    model = tiny_model(seed=5).to(torch.bfloat16).pack_weights()
+    attn, mlp = model.model.layers[2].self_attn, model.model.layers[1].mlp
+    x = torch.randn(3, attn.o_proj.in_features, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+    model.refresh_packed()
+    packs = (attn.o_proj._packed, mlp._packed)
+    model.refresh_packed()  # nothing changed: the same packs
+    assert (attn.o_proj._packed, mlp._packed) == packs
+    with torch.no_grad():
+        mlp.experts.gate_up_proj.mul_(2.0)  # in place
+    attn.o_proj.weight = torch.nn.Parameter(attn.o_proj.weight.detach() * -1.0)  # replaced
+    model.refresh_packed()
+    assert attn.o_proj._packed is not packs[0] and mlp._packed is not packs[1]
+    with torch.no_grad():
+        want = F.linear(x, attn.o_proj.weight)
+        _close(kernels.linear_packed(x, attn.o_proj._packed[0], attn.o_proj.out_features), want)
+    attn.o_proj.quantize_int8()  # removed: the pack goes
+    model.refresh_packed()
+    assert attn.o_proj._packed is None and mlp._packed is not None
+
+
 def test_packed_model_trains_copies_and_pickles():
     model = tiny_model(seed=5).to(torch.bfloat16).pack_weights()
     reference = tiny_model(seed=5).to(torch.bfloat16)
