@@ -45,8 +45,10 @@ def _source_keys(weights: list[torch.Tensor]) -> list[tuple[int, int]]:
     return [(w.data_ptr(), w._version) for w in weights]
 
 
-def _slot_keys(slots: list[tuple[dict, str]]) -> list[tuple[int, int] | None]:
-    return [None if (t := d.get(name)) is None else (t.data_ptr(), t._version) for d, name in slots]
+def _slot_keys(slots: list[tuple[dict, str]]) -> list:
+    # a tensor by its storage and version (as `_source_keys`), a submodule by identity
+    return [None if (t := d.get(name)) is None else (t.data_ptr(), t._version) if isinstance(t, torch.Tensor)
+            else id(t) for d, name in slots]
 
 
 class _Packs:
@@ -64,8 +66,9 @@ class _Packs:
         raise NotImplementedError
 
     def _pack_slots(self) -> list[tuple[dict, str]]:
-        """Where the sources live: (a module's parameter dict, name) for each; what
-        `Transformer.refresh_packed` reads to see at a glance that nothing changed."""
+        """Where the sources live: (a module's parameter dict, name) for each, and (its parent's
+        module dict, name) for the submodules holding them; what `Transformer.refresh_packed`
+        reads to see at a glance that nothing changed."""
         raise NotImplementedError
 
     def pack(self) -> bool:
@@ -481,8 +484,11 @@ class MoE(_Packs, nn.Module):
 
     def _pack_slots(self):
         shared, experts = self.shared_experts, self.experts
-        return [(experts._parameters, "gate_up_proj"), (experts._parameters, "down_proj"),
-                *((m._parameters, "weight") for m in (shared.gate_proj, shared.up_proj, shared.down_proj))]
+        linears = ("gate_proj", "up_proj", "down_proj")
+        return [(self._modules, "experts"), (self._modules, "shared_experts"),
+                *((shared._modules, name) for name in linears),
+                (experts._parameters, "gate_up_proj"), (experts._parameters, "down_proj"),
+                *((shared._modules[name]._parameters, "weight") for name in linears)]
 
     def _pack(self, sources):
         return kernels.pack_moe(*sources)
@@ -733,7 +739,7 @@ class Transformer(nn.Module):
     def refresh_packed(self) -> None:
         """Remake packed weights whose source changed (see `pack_weights`); compiled decode steps
         run this first, eager calls check for themselves. A step's check reads each source's
-        storage and version straight from its module's parameters (about 30 us at `small`, where
+        storage and version straight from its module's parameters (about 40 us at `small`, where
         asking each module for its sources took 150 us, 3% of a batch-1 step); any difference,
         including a weight replaced or removed (int8), goes through the modules' own checks."""
         watch = self._pack_watch

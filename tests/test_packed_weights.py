@@ -134,6 +134,11 @@ def test_model_level_refresh_sees_changed_replaced_and_removed_weights():
     attn.o_proj.quantize_int8()  # removed: the pack goes
     model.refresh_packed()
     assert attn.o_proj._packed is None and mlp._packed is not None
+    packs = mlp._packed
+    old = mlp.shared_experts.up_proj  # a submodule swapped for another: the MoE's pack is remade
+    mlp.shared_experts.up_proj = Linear(old.in_features, old.out_features, bias=False).to(torch.bfloat16)
+    model.refresh_packed()
+    assert mlp._packed is not packs
 
 
 def test_packed_model_trains_copies_and_pickles():
