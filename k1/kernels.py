@@ -579,6 +579,149 @@ class _TakeRows(torch.autograd.Function):
         return out.index_copy_(0, pos, grad), None
 
 
+# ------------------------------------------------------- causal attention's backward (training)
+
+# Sequences below this take the backward below. Its work is the whole (seq x seq) square, and from
+# 768 tokens flash's backward takes 256-query blocks and runs as fast or faster (at `small`'s
+# widths: 640 tokens 41 against 58 ms, 768: 50 against 48, 1024: 75 against 57).
+ATTENTION_BACKWARD_SEQ_BELOW = 768
+# bf16 bytes of one (heads x seq x seq) score chunk: a few MB, so a chunk's passes stay in cache.
+_ATTENTION_CHUNK_BYTES = 4 << 20
+
+
+def attention_backward_applies(q: torch.Tensor, mask) -> bool:
+    """Whether a training forward inside a compiled block takes `causal_attention`: causal (no
+    mask), bf16 on the CPU, with gradients, fewer than ATTENTION_BACKWARD_SEQ_BELOW tokens. Only under
+    the compiler, which also builds the backward's fused pointwise kernel."""
+    return (mask is None and q.device.type == "cpu" and _attention_dtype(q) == torch.bfloat16 and q.requires_grad
+            and 1 < q.shape[-2] < ATTENTION_BACKWARD_SEQ_BELOW and torch.compiler.is_compiling())
+
+
+def _attention_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype SDPA would compute q in: autocast's, when it is on."""
+    if q.dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return q.dtype
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, v_width: int) -> torch.Tensor:
+    """Causal attention, q/k/v (batch, heads, seq, width) with v zero-padded to q's width from
+    `v_width` columns: SDPA's flash kernel forward, `_causal_attention_backward` back."""
+    dtype = _attention_dtype(q)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    return torch.ops.k1.causal_attention(q, k, v, scale, v_width)[0]
+
+
+def _flash_forward(q, k, v, scale: float, v_width: int):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+
+
+def _attention_pointwise(sh, sl, dd, lse, ddelta, bias, scale: float):
+    """One fused pass over a chunk's (heads, seq, seq) scores: probabilities P into `sl`, score
+    gradients dS = P * (dP - delta) * scale into `dd`. The score is sh + sl (its bf16 rounding
+    and the remainder), dd holds dP - delta rounded to bf16, ddelta the remainder's fp32 part."""
+    p = torch.exp((sh.float() + sl.float()) * scale + bias - lse[..., None])
+    sl.copy_(p)
+    dd.copy_(p * (dd.float() + ddelta[..., None]) * scale)
+
+
+_attention_pointwise_compiled = None
+
+
+def _causal_bias(s: int, device: torch.device) -> torch.Tensor:
+    """(s, s) fp32: 0 on and below the diagonal, -inf above; kept per thread and length."""
+    key = ("attn_causal_bias", s, device)
+    bias = _workspaces.__dict__.get(key)
+    if bias is None:
+        bias = _workspaces.__dict__[key] = torch.full((s, s), float("-inf"), device=device).triu(1)
+    return bias
+
+
+def _causal_attention_backward(dout, q, k, v, out, lse, scale: float, v_width: int):
+    """Gradients of causal attention from bf16 batched matmuls (AMX here), chunk by chunk of heads.
+
+    The precision problem of bf16 products is their rounded output: a score of 20 lands within
+    0.06 of itself, which exp turns into 6% of its probability. So the scores are computed twice,
+    S_hi = bf16(q k^T) and S_lo = bf16(q k^T - S_hi) (the second product subtracts S_hi in its
+    fp32 accumulator), and S_hi + S_lo is the fp32 score to about 2^-16 of itself; dP - delta
+    comes out of one product that subtracts the row's delta in its accumulator, rounded relative
+    to what remains. Gradients stay within flash's own error of fp32 attention (tests). The
+    square is computed whole and its masked half set to zero: at 512 tokens, some 30 ms a layer
+    at `small` against flash's 52 (its backward takes 64-query blocks below 768 tokens and
+    computes every key block)."""
+    global _attention_pointwise_compiled
+    if _attention_pointwise_compiled is None:
+        _attention_pointwise_compiled = torch.compile(_attention_pointwise, dynamic=False)
+    b, h, s, dk = q.shape
+    n = b * h
+    q3, k3 = q.reshape(n, s, dk), k.reshape(n, s, dk)
+    v3, do3 = v[..., :v_width].reshape(n, s, v_width), dout[..., :v_width].reshape(n, s, v_width)
+    delta = (do3.float() * out[..., :v_width].reshape(n, s, v_width).float()).sum(-1)
+    delta_b = delta.to(q.dtype)
+    ddelta = delta_b.float() - delta
+    lse = lse.reshape(n, s)
+    bias = _causal_bias(s, q.device)
+    # heads per chunk: the largest divisor of n within the budget (one compiled shape for all)
+    most = max(1, _ATTENTION_CHUNK_BYTES // (2 * s * s))
+    m = max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+    dq, dk_ = torch.empty_like(q3), torch.empty_like(k3)
+    dv = torch.zeros(b, h, s, v.shape[-1], dtype=v.dtype, device=v.device)
+    dv3 = torch.empty(n, s, v_width, dtype=v.dtype, device=v.device)
+    sh = _workspace("attn_s_hi", (m, s, s), q.dtype, q.device)
+    sl = _workspace("attn_s_lo", (m, s, s), q.dtype, q.device)
+    dd = _workspace("attn_dp", (m, s, s), q.dtype, q.device)
+    for c0 in range(0, n, m):
+        c = slice(c0, c0 + m)
+        kt = k3[c].transpose(1, 2)
+        torch.bmm(q3[c], kt, out=sh)
+        torch.baddbmm(sh, q3[c], kt, beta=-1, out=sl)
+        torch.baddbmm(delta_b[c, :, None], do3[c], v3[c].transpose(1, 2), beta=-1, out=dd)
+        _attention_pointwise_compiled(sh, sl, dd, lse[c], ddelta[c], bias, scale)
+        torch.bmm(sl.transpose(1, 2), do3[c], out=dv3[c])
+        torch.bmm(dd, k3[c], out=dq[c])
+        torch.bmm(dd.transpose(1, 2), q3[c], out=dk_[c])
+    dv[..., :v_width] = dv3.view(b, h, s, v_width)
+    return dq.view(b, h, s, dk), dk_.view(b, h, s, dk), dv
+
+
+def _register_causal_attention() -> None:
+    op = torch.library.custom_op("k1::causal_attention", mutates_args=())(_flash_forward_op)
+    op.register_fake(_flash_forward)
+    bwd = torch.library.custom_op("k1::causal_attention_backward", mutates_args=())(_backward_op)
+    bwd.register_fake(_backward_shapes)
+
+    def setup(ctx, inputs, output):
+        q, k, v, scale, v_width = inputs
+        ctx.save_for_backward(q, k, v, *output)
+        ctx.scale, ctx.v_width = scale, v_width
+
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = torch.ops.k1.causal_attention_backward(dout, q, k, v, out, lse, ctx.scale, ctx.v_width)
+        return dq, dk, dv, None, None
+
+    op.register_autograd(backward, setup_context=setup)
+
+
+def _flash_forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                      v_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _flash_forward(q, k, v, scale, v_width)
+
+
+def _backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                 lse: torch.Tensor, scale: float, v_width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _causal_attention_backward(dout, q, k, v, out, lse, scale, v_width)
+
+
+def _backward_shapes(dout, q, k, v, out, lse, scale: float, v_width: int):
+    b, h, s, _ = q.shape
+    return (q.new_empty(b, h, s, q.shape[-1]), k.new_empty(b, h, s, k.shape[-1]),
+            v.new_empty(b, h, s, v.shape[-1]))
+
+
+_register_causal_attention()
+
+
 def absorbed_decode(attn, q_nope, q_rope, latent, k_rope, mask):
     """One query per sequence against the latent cache.
 

@@ -358,7 +358,9 @@ class Attention(nn.Module):
             v = F.pad(v, (0, width - dv))
         elif dn + dr < width:
             q, k = F.pad(q, (0, width - dn - dr)), F.pad(k, (0, width - dn - dr))
-        if mask is None:
+        if kernels.attention_backward_applies(q, mask) and dn + dr >= dv:
+            out = kernels.causal_attention(q, k, v, self.scale, dv)
+        elif mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1, scale=self.scale)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
