@@ -101,6 +101,8 @@ def test_int8_latent_cache_halves_bytes_and_keeps_greedy_outputs():
 def test_fused_linear_cross_entropy_matches_reference(monkeypatch, block_rows):
     if block_rows:  # softmax blocks of 3 rows: ragged against the chunks of 8
         monkeypatch.setattr(kernels, "_SOFTMAX_BLOCK_BYTES", 4 * 50 * block_rows)
+        # and the weight gradient summed over the chunks in blocks of 16 of the 50 columns
+        monkeypatch.setattr(kernels, "_GRAD_ADD_BLOCK_BYTES", 4 * 16 * 16)
     torch.manual_seed(1)
     h = torch.randn(37, 16, requires_grad=True)
     w = torch.randn(50, 16, requires_grad=True)
