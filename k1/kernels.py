@@ -34,8 +34,11 @@ tests/test_kernels.py checks outputs and gradients of each pair.
 
 from __future__ import annotations
 
+import functools
 import math
+import shutil
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -594,11 +597,33 @@ _ATTENTION_CHUNK_BYTES = 4 << 20
 
 
 def attention_backward_applies(q: torch.Tensor, mask) -> bool:
-    """Whether a training forward inside a compiled block takes `causal_attention`: causal (no
-    mask), bf16 on the CPU, with gradients, fewer than ATTENTION_BACKWARD_SEQ_BELOW tokens. Only under
-    the compiler, which also builds the backward's fused pointwise kernel."""
+    """Whether a training forward takes `causal_attention`: causal (no mask), bf16 on the CPU,
+    with gradients, fewer than ATTENTION_BACKWARD_SEQ_BELOW tokens, and torch.compile able to build
+    the backward's pointwise pass (a C++ compiler here, and no earlier failure). Eager training
+    takes it from ATTENTION_BACKWARD_EAGER_MIN_SCORES up: below, the seconds of compiling the pass
+    are more than short runs (the demo, tests) save."""
     return (mask is None and q.device.type == "cpu" and _attention_dtype(q) == torch.bfloat16 and q.requires_grad
-            and 1 < q.shape[-2] < ATTENTION_BACKWARD_SEQ_BELOW and torch.compiler.is_compiling())
+            and 1 < q.shape[-2] < ATTENTION_BACKWARD_SEQ_BELOW and _pointwise_compiles(q))
+
+
+# (batch x heads x seq x seq) scores of one layer from which eager training takes the backward:
+# `small` at 8 x 512 has 16.8M, the demo's tiny model at most 4.2M.
+ATTENTION_BACKWARD_EAGER_MIN_SCORES = 1 << 23
+_pointwise_failed = False
+
+
+def _pointwise_compiles(q: torch.Tensor) -> bool:
+    if _pointwise_failed:
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    b, h, s, _ = q.shape
+    return b * h * s * s >= ATTENTION_BACKWARD_EAGER_MIN_SCORES and _has_cpp_compiler()
+
+
+@functools.cache
+def _has_cpp_compiler() -> bool:
+    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
 
 
 def _attention_dtype(q: torch.Tensor) -> torch.dtype:
@@ -653,9 +678,11 @@ def _causal_attention_backward(dout, q, k, v, out, lse, scale: float, v_width: i
     square is computed whole and its masked half set to zero: at 512 tokens, some 30 ms a layer
     at `small` against flash's 52 (its backward takes 64-query blocks below 768 tokens and
     computes every key block)."""
-    global _attention_pointwise_compiled
+    global _attention_pointwise_compiled, _pointwise_failed
     if _attention_pointwise_compiled is None:
-        _attention_pointwise_compiled = torch.compile(_attention_pointwise, dynamic=False)
+        # a fixed shape per training run; shapes that differ (MTP's one token fewer, tests) are
+        # compiled once more as a generic kernel
+        _attention_pointwise_compiled = torch.compile(_attention_pointwise)
     b, h, s, dk = q.shape
     n = b * h
     q3, k3 = q.reshape(n, s, dk), k.reshape(n, s, dk)
@@ -663,7 +690,7 @@ def _causal_attention_backward(dout, q, k, v, out, lse, scale: float, v_width: i
     delta = (do3.float() * out[..., :v_width].reshape(n, s, v_width).float()).sum(-1)
     delta_b = delta.to(q.dtype)
     ddelta = delta_b.float() - delta
-    lse = lse.reshape(n, s)
+    lse_rows = lse.reshape(n, s)
     bias = _causal_bias(s, q.device)
     # heads per chunk: the largest divisor of n within the budget (one compiled shape for all)
     most = max(1, _ATTENTION_CHUNK_BYTES // (2 * s * s))
@@ -680,12 +707,27 @@ def _causal_attention_backward(dout, q, k, v, out, lse, scale: float, v_width: i
         torch.bmm(q3[c], kt, out=sh)
         torch.baddbmm(sh, q3[c], kt, beta=-1, out=sl)
         torch.baddbmm(delta_b[c, :, None], do3[c], v3[c].transpose(1, 2), beta=-1, out=dd)
-        _attention_pointwise_compiled(sh, sl, dd, lse[c], ddelta[c], bias, scale)
+        try:
+            _attention_pointwise_compiled(sh, sl, dd, lse_rows[c], ddelta[c], bias, scale)
+        except Exception as e:  # the compiler failed: flash's backward from now on (nothing written yet)
+            if c0:
+                raise
+            _pointwise_failed = True
+            warnings.warn(f"attention's backward falls back to SDPA's flash kernel: compiling its pointwise "
+                          f"pass failed ({type(e).__name__}: {e})", stacklevel=2)
+            return _flash_backward(dout, q, k, v, out, lse, scale, v_width)
         torch.bmm(sl.transpose(1, 2), do3[c], out=dv3[c])
         torch.bmm(dd, k3[c], out=dq[c])
         torch.bmm(dd.transpose(1, 2), q3[c], out=dk_[c])
     dv[..., :v_width] = dv3.view(b, h, s, v_width)
     return dq.view(b, h, s, dk), dk_.view(b, h, s, dk), dv
+
+
+def _flash_backward(dout, q, k, v, out, lse, scale: float, v_width: int):
+    dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        dout, q, k, v, out, lse, 0.0, True, scale=scale)
+    dv[..., v_width:] = 0
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
 def _register_causal_attention() -> None:

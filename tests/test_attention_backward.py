@@ -1,5 +1,6 @@
-"""Causal attention's backward for bf16 training in compiled blocks (kernels.causal_attention):
-gradients within flash's own error of fp32 attention, and used by compiled bf16 training."""
+"""Causal attention's backward for bf16 training (kernels.causal_attention): gradients within
+flash's own error of fp32 attention; taken by eager and compiled bf16 training; flash's backward
+when its pointwise pass cannot be compiled."""
 
 import copy
 import shutil
@@ -75,3 +76,39 @@ def test_compiled_bf16_training_takes_it_and_stays_as_close_to_fp32(monkeypatch)
     # bf16 training is some 5-12% off fp32 here either way (the tiny model's routing flips)
     for name in want:
         assert _rel(mine[name], want[name]) <= 1.05 * _rel(flash[name], want[name]) + 2e-3, name
+
+
+def _bf16_grads(model, ids):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids[:, :-1], labels=ids[:, 1:])
+    out["loss"].backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_eager_bf16_training_takes_it_and_falls_back_to_flash_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(kernels, "ATTENTION_BACKWARD_EAGER_MIN_SCORES", 1)  # tiny's attention is far below
+    model = tiny_model(seed=22).train()
+    ids = torch.randint(0, model.config.vocab_size, (2, 33), generator=torch.Generator().manual_seed(4))
+    with torch.profiler.profile() as prof:
+        mine = _bf16_grads(model, ids)
+    assert "k1::causal_attention_backward" in {e.key for e in prof.key_averages()}
+    with monkeypatch.context() as m:  # at the default threshold, tiny trains with flash's backward
+        m.setattr(kernels, "ATTENTION_BACKWARD_EAGER_MIN_SCORES", 1 << 23)
+        with torch.profiler.profile() as prof:
+            _bf16_grads(model, ids)
+        assert "k1::causal_attention" not in {e.key for e in prof.key_averages()}
+
+    monkeypatch.setattr(kernels, "_pointwise_failed", False)
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(kernels, "_attention_pointwise_compiled", broken)
+    with pytest.warns(UserWarning, match="falls back to SDPA's flash kernel"):
+        fallen = _bf16_grads(model, ids)
+    assert kernels._pointwise_failed
+    with torch.profiler.profile() as prof:  # from then on plain SDPA
+        again = _bf16_grads(model, ids)
+    assert "k1::causal_attention" not in {e.key for e in prof.key_averages()}
+    for name in mine:
+        torch.testing.assert_close(fallen[name], again[name], msg=name)  # the fallback is flash's backward
+        assert _rel(mine[name], again[name].float()) < 0.05, name
