@@ -25,7 +25,7 @@
   `moe_experts_dense` runs every expert when most are chosen anyway (eager too). References:
   `F.linear` and `moe_experts_reference`.
 
-- `causal_attention`: in compiled bf16 training below 768 tokens, SDPA's flash forward and a
+- `causal_attention`: in bf16 training below 768 tokens, SDPA's flash forward and a
   backward of bf16 batched matmuls whose scores are computed as an exact bf16 pair; the
   references are flash's backward and fp32 autograd (tests/test_attention_backward.py).
 

@@ -103,7 +103,7 @@ class TrainConfig:
     precision: str = "bf16"
     """bf16 (autocast, fp32 master weights) or fp32."""
     compile: bool = False
-    """torch.compile each decoder block for training (about 1.3x tokens/s at `small`, after some
+    """torch.compile each decoder block for training (about 1.2x tokens/s at `small`, after some
     30 s of compiling the first step); the loss, evaluation and generation stay eager."""
     seed: int = 0
     eval_every: int = 50
