@@ -764,9 +764,10 @@ class Transformer(nn.Module):
         block's many elementwise passes (norms, rotary, SwiGLU, residuals, their backward) into
         a few loops, and in bf16 causal attention always takes its own backward
         (`kernels.causal_attention`; eager training from a size up): about 1.2x the training
-        tokens/s of eager at `small` after some 30 s of compiling the first step. Only forward passes with gradients use it (evaluation and
-        generation stay eager); the loss and the output head stay eager; state_dict keys are
-        unchanged. A block that fails to compile warns and runs eagerly."""
+        tokens/s of eager at `small` after some 30 s of compiling the first step. Only forward
+        passes with gradients use it (evaluation and generation stay eager); the loss and the
+        output head stay eager; state_dict keys are unchanged. A block that fails to compile
+        warns and runs eagerly."""
         if enabled:
             kernels.prepare_compile()
         for block in [*self.model.layers, *(m.block for m in self.mtp)]:
