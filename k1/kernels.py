@@ -490,9 +490,8 @@ def moe_experts(x, idx, weights, gate_up, down):
     swiglu = _grouped_swiglu_outside_graphs if torch.compiler.is_compiling() and _grouped_swiglu_outside_graphs \
         else _grouped_swiglu
     y = swiglu(xs, gate_up.to(dtype), down.to(dtype), offsets)  # (rows, hidden)
-    # Back to token order, then a plain weighted sum over each token's k slots: no scatter-add.
-    y = _TakeRows.apply(y, pos).view(n, k, -1)  # (tokens, k, hidden)
-    return _WeightedSum.apply(weights.to(dtype), y).to(x.dtype)
+    # Back to token order as a weighted sum over each token's k slots: no scatter-add.
+    return _CombineSlots.apply(weights.to(dtype), y, pos).to(x.dtype)
 
 
 def _grouped_swiglu(xs, gate_up, down, offsets):
@@ -548,42 +547,35 @@ class _GatherSlots(torch.autograd.Function):
         return grad.index_select(0, pos).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
 
 
-class _WeightedSum(torch.autograd.Function):
-    """sum_j w[t, j] * y[t, j] per token t: w (tokens, k), y (tokens, k, hidden). Autograd's bmm
-    backward would form y's gradient as a batch of rank-1 matmuls (inner size 1), slow here;
-    it is a broadcast multiply."""
+class _CombineSlots(torch.autograd.Function):
+    """sum_j w[t, j] * y[pos[t * k + j]] for each token t: w (tokens, k), y (rows, hidden), pos
+    distinct rows of y. It saves y itself for the backward, not the (tokens, k, hidden) rows it
+    took: under the compiler the gathers then fuse into the sum and into w's gradient, where
+    saving them wrote (and faulted in) another tensor the size of y per layer and step.
+    Autograd's own backward would be a batch of rank-1 matmuls (inner size 1) for y's rows and a
+    scatter-add for the gather; y's gradient is a broadcast multiply copied to its rows."""
 
     @staticmethod
-    def forward(ctx, w, y):
-        ctx.save_for_backward(w, y)
-        return torch.bmm(w.unsqueeze(1), y).squeeze(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        w, y = ctx.saved_tensors
-        grad_w = torch.bmm(y, grad.unsqueeze(-1)).squeeze(-1) if ctx.needs_input_grad[0] else None
-        grad_y = torch.mul(w.unsqueeze(-1), grad.unsqueeze(1)) if ctx.needs_input_grad[1] else None
-        return grad_w, grad_y
-
-
-class _TakeRows(torch.autograd.Function):
-    """y[pos] for distinct row indices pos; the backward puts each gradient row back where it came
-    from (zeros elsewhere) with a copy, where autograd's index_select backward would scatter-add."""
-
-    @staticmethod
-    def forward(ctx, y, pos):
-        ctx.save_for_backward(pos)
-        ctx.rows = y.shape[0]
-        return y.index_select(0, pos)
+    def forward(ctx, w, y, pos):
+        ctx.save_for_backward(w, y, pos)
+        n, k = w.shape
+        return torch.bmm(w.unsqueeze(1), y.index_select(0, pos).view(n, k, -1)).squeeze(1)
 
     @staticmethod
     def backward(ctx, grad):
-        (pos,) = ctx.saved_tensors
-        if ctx.rows == pos.numel():  # a permutation: every row is written
-            out = torch.empty(ctx.rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
-        else:
-            out = grad.new_zeros(ctx.rows, grad.shape[-1])
-        return out.index_copy_(0, pos, grad), None
+        w, y, pos = ctx.saved_tensors
+        n, k = w.shape
+        grad_w = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_w = torch.bmm(y.index_select(0, pos).view(n, k, -1), grad.unsqueeze(-1)).squeeze(-1)
+        if ctx.needs_input_grad[1]:
+            rows = (w.unsqueeze(-1) * grad.unsqueeze(1)).view(n * k, -1)
+            if y.shape[0] == pos.numel():  # a permutation: every row is written
+                grad_y = torch.empty_like(y)
+            else:  # padding rows get zeros
+                grad_y = y.new_zeros(y.shape)
+            grad_y.index_copy_(0, pos, rows)
+        return grad_w, grad_y, None
 
 
 # ------------------------------------------------------- causal attention's backward (training)
