@@ -42,6 +42,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Decode steps (one new token) attend in latent space; set False to use the decompressing path.
 ABSORBED_DECODE = True
@@ -496,8 +497,34 @@ def moe_experts(x, idx, weights, gate_up, down):
 
 def _grouped_swiglu(xs, gate_up, down, offsets):
     h = F.grouped_mm(xs, gate_up.transpose(1, 2), offs=offsets)  # (rows, 2 * inner)
-    gate, up = h.chunk(2, dim=-1)
-    return F.grouped_mm(F.silu(gate) * up, down.transpose(1, 2), offs=offsets)
+    return F.grouped_mm(_SwiGLU.apply(h), down.transpose(1, 2), offs=offsets)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up for h = [gate | up]. The backward writes h's gradient over h itself (which
+    nothing needs after this): autograd's own wrote the two halves' gradients into fresh tensors
+    and joined them into a third, some 36 MB of new memory a layer at `small`, every page faulted
+    in afresh. It does the same arithmetic in the same dtype, so the gradients are the same."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        if getattr(ctx, "spent", False):  # h holds its gradient now, no longer h
+            raise RuntimeError("the experts' SwiGLU supports one backward pass per forward (no retain_graph)")
+        ctx.spent = True
+        (h,) = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        silu = F.silu(gate)
+        grad_silu = grad * up
+        torch.mul(grad, silu, out=up)  # up's gradient, where up was
+        torch.ops.aten.silu_backward(grad_silu, gate, grad_input=gate)  # gate's, where gate was
+        return h
 
 
 _grouped_swiglu_outside_graphs = None

@@ -36,6 +36,13 @@ def test_grouped_moe_matches_reference_forward_and_backward(n):
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-4)
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    # The grouped path writes the SwiGLU's gradient over its input: a second backward through the
+    # same forward would read that gradient as the input, so it refuses instead.
+    if kernels._HAS_GROUPED_MM:
+        y = kernels.moe_experts(x, idx, w, gate_up, down)
+        (y * grad).sum().backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="one backward pass"):
+            (y * grad).sum().backward()
     with torch.no_grad():  # the decode-sized path: only the chosen experts' weights are read
         ref = kernels.moe_experts_reference(x[:3], idx[:3], w[:3], gate_up, down)
         for fast in (kernels.moe_experts_gathered, kernels.moe_experts_copied):
