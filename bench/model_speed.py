@@ -8,7 +8,8 @@ also with its decoder blocks compiled), prefill tokens/s (a 512-token prompt, bf
 decode tokens/s (128 new tokens at batch 1 and 8, greedy; k1 also with its decode steps compiled
 and with int8 weights), KV-cache bytes per token (k1 bf16 and int8 latent vs transformers), peak
 memory of each phase, and k1's training MFU against this machine's own torch matmul throughput
-(fp32 and bf16), measured here. Every figure is printed with the ratio k1 / transformers.
+(fp32 and bf16 on a 2048-cube, and bf16 at the fastest of a few model-like shapes), measured
+here. Every figure is printed with the ratio k1 / transformers.
 """
 
 from __future__ import annotations
@@ -60,15 +61,23 @@ class PeakRSS:
         self.delta = self.peak - self.base
 
 
-def matmul_tflops(dtype, n=2048, seconds=1.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_tflops(dtype, shape=(2048, 2048, 2048), seconds=1.0) -> float:
+    """torch's matmul throughput for (m x k) @ (k x n), a fresh output each time as in a model."""
+    m, k, n = shape
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     for _ in range(3):
         a @ b
     iters, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         iters += 1
-    return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
+    return 2 * m * k * n * iters / (time.perf_counter() - t0) / 1e12
+
+
+# Shapes torch's bf16 matmul runs faster than the 2048-cube on this machine's AMX (2.6 against
+# 2.2 TFLOP/s): many rows against a narrow weight, the model's own kind of product. The MFU
+# against the fastest of them is printed too, so that the figure is not flattered by the cube.
+FAST_SHAPES = ((4096, 512, 512), (8192, 1024, 1024), (4096, 512, 2048))
 
 
 def timed(fn, repeat: int, warmup: int = 1) -> float:
@@ -166,6 +175,8 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
                  100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12)))
     rows.append((name, "train MFU vs bf16 peak %, k1 compiled blocks", 100 * compiled_tps * flops / (peaks["bf16"] * 1e12),
                  100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
+    rows.append((name, "train MFU vs best-shape bf16 %, compiled", 100 * compiled_tps * flops / (peaks["bf16 best"] * 1e12),
+                 100 * results["transformers"][0] * flops / (peaks["bf16 best"] * 1e12)))
 
     # -- inference in bf16 weights
     k1m = k1.load(tmp, dtype=torch.bfloat16).eval()
@@ -270,7 +281,9 @@ def main():
     transformers.logging.set_verbosity_error()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     peaks = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
-    print(f"this machine's torch matmul peak: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s\n")
+    peaks["bf16 best"] = max(peaks["bf16"], *(matmul_tflops(torch.bfloat16, shape) for shape in FAST_SHAPES))
+    print(f"this machine's torch matmul peak (2048-cube): fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 "
+          f"{peaks['bf16']:.2f} TFLOP/s; bf16 at its fastest shape here {peaks['bf16 best']:.2f} TFLOP/s\n")
     rows = []
     for name in args.presets.split(","):
         rows += bench_preset(name, args.steps, args.seq, args.batch, args.new_tokens, peaks)
