@@ -935,6 +935,12 @@ _GRAD_ADD_BLOCK_BYTES = 4 << 20
 _workspaces = threading.local()
 
 
+def kept_bytes() -> int:
+    """Bytes of this thread's kept scratch tensors (`_workspace`, the causal bias): memory a
+    training step uses that stays allocated between steps."""
+    return sum(t.numel() * t.element_size() for t in _workspaces.__dict__.values() if isinstance(t, torch.Tensor))
+
+
 def _workspace(name: str, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A per-thread scratch tensor kept between calls (contents undefined). The fused loss's
     buffers are tens to hundreds of MB: allocated afresh each step, every page of them would be
