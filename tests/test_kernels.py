@@ -306,3 +306,12 @@ def test_compile_friendly_experts_match_reference(tokens):
         q, s = kernels.quantize_int8(w)
         torch.testing.assert_close(kernels.linear_fused(x[:1], q, None, s),
                                    F.linear(x[:1], kernels.dequantize_int8(q, s, x.dtype)), rtol=1e-5, atol=1e-5)
+
+
+def test_kept_bytes_counts_the_fused_loss_buffers():
+    """The benchmark adds these to k1's training memory: they must include the loss's buffers."""
+    h = torch.randn(300, 64, requires_grad=True)
+    w = torch.randn(1000, 64, requires_grad=True)
+    kernels.linear_cross_entropy(h, w, torch.randint(0, 1000, (300,)), chunk=256).backward()
+    logits, grad_wt = 256 * 1000 * 4, 64 * 1000 * 4  # fp32 here: no autocast
+    assert kernels.kept_bytes() >= logits + 2 * grad_wt
