@@ -85,7 +85,7 @@ def sample_peaks(peaks: dict) -> dict:
     """Measure torch's matmul throughput again and keep the best figure so far. On this VM one
     one-second sample of the bf16 cube read anywhere from 2.04 to 2.59 TFLOP/s between runs
     while the models' own speeds moved far less: the MFU against a single low sample came out
-    up to a quarter too high. The peak is the most the machine does, so the best sample counts."""
+    about a fifth too high. The peak is the most the machine does, so the best sample counts."""
     sample = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
     sample["bf16 best"] = max(sample["bf16"], *(matmul_tflops(torch.bfloat16, shape) for shape in FAST_SHAPES))
     for key, value in sample.items():
@@ -311,9 +311,9 @@ def main():
     for preset, what, a, b in rows:
         ratio = a / b if b else float("nan")
         print(f"{preset:8s} {what:48s} {a:12.1f} {b:14.1f} {ratio:8.2f}")
-    print(f"\nMFU rows divide by the best of {peaks['samples']} samples of each matmul peak (start, and before "
-          f"and after each preset's training): fp32 {peaks['fp32']:.2f}, bf16 cube {peaks['bf16']:.2f}, "
-          f"bf16 best shape {peaks['bf16 best']:.2f} TFLOP/s")
+    print(f"\nmatmul peaks sampled {peaks['samples']} times (at the start, before and after each preset's "
+          f"training; a preset's MFU rows divide by the best sample up to the end of its training). Best of all: "
+          f"fp32 {peaks['fp32']:.2f}, bf16 cube {peaks['bf16']:.2f}, bf16 best shape {peaks['bf16 best']:.2f} TFLOP/s")
 
 
 if __name__ == "__main__":
