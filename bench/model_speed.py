@@ -190,14 +190,15 @@ def bench_preset(name: str, steps: int, seq: int, batch: int, new_tokens: int, p
                  results["transformers"][1] / 2**20))
     rows.append((name, "train step peak MiB, k1 kept buffers counted", (results["k1"][1] + results["k1"][2]) / 2**20,
                  results["transformers"][1] / 2**20))
-    rows.append((name, "train MFU vs bf16 matmul peak %", 100 * k1_tps * flops / (peaks["bf16"] * 1e12),
-                 100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
-    rows.append((name, "train MFU vs fp32 matmul peak %", 100 * k1_tps * flops / (peaks["fp32"] * 1e12),
-                 100 * results["transformers"][0] * flops / (peaks["fp32"] * 1e12)))
-    rows.append((name, "train MFU vs bf16 peak %, k1 compiled blocks", 100 * compiled_tps * flops / (peaks["bf16"] * 1e12),
-                 100 * results["transformers"][0] * flops / (peaks["bf16"] * 1e12)))
-    rows.append((name, "train MFU vs best-shape bf16 %, compiled", 100 * compiled_tps * flops / (peaks["bf16 best"] * 1e12),
-                 100 * results["transformers"][0] * flops / (peaks["bf16 best"] * 1e12)))
+    def mfu(tps: float, peak: str) -> float:
+        return 100 * tps * flops / (peaks[peak] * 1e12)
+
+    hf_tps = results["transformers"][0]
+    for what, tps, peak in (("train MFU vs bf16 matmul peak %", k1_tps, "bf16"),
+                            ("train MFU vs fp32 matmul peak %", k1_tps, "fp32"),
+                            ("train MFU vs bf16 peak %, k1 compiled blocks", compiled_tps, "bf16"),
+                            ("train MFU vs best-shape bf16 %, compiled", compiled_tps, "bf16 best")):
+        rows.append((name, what, mfu(tps, peak), mfu(hf_tps, peak)))
 
     # -- inference in bf16 weights
     k1m = k1.load(tmp, dtype=torch.bfloat16).eval()
@@ -302,7 +303,7 @@ def main():
     transformers.logging.set_verbosity_error()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     peaks = sample_peaks({})
-    print(f"this machine's torch matmul peak (2048-cube): fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 "
+    print(f"this machine's torch matmul peak, first sample (2048-cube): fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 "
           f"{peaks['bf16']:.2f} TFLOP/s; bf16 at its fastest shape here {peaks['bf16 best']:.2f} TFLOP/s\n")
     rows = []
     for name in args.presets.split(","):
